@@ -1,0 +1,1 @@
+"""vgen's Hydra config tree (installed as the ``vgen.conf`` package)."""

@@ -1,0 +1,74 @@
+"""What every vgen command does first: logging, and the composed config turned into a plain,
+validated config with its run directory resolved."""
+import logging
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..config.rundir import NEUTRAL_KEYS, run_name
+from ..config.validate import ConfigError, validate
+
+log = logging.getLogger("vgen")
+CONF_PATH = "pkg://vgen.conf"
+
+
+def setup_logging(rank: int = 0) -> None:
+    tag = f" r{rank}" if int(os.environ.get("MS_WORKER_NUM", "1") or 1) > 1 else ""
+    logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s vgen{tag}] %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr, force=True)
+
+
+def plain_config(cfg: DictConfig) -> DictConfig:
+    """Resolved, enums as strings, no schema objects: what config.yaml holds."""
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+
+
+def prepare(cfg: DictConfig) -> DictConfig:
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
+    plain = plain_config(cfg)
+    if plain.experiment is None and choices.get("experiment"):
+        plain.experiment = choices["experiment"]
+    if plain.run_dir is None:
+        plain.run_dir = str(Path(plain.runs_root) / run_name(choices, list(hc.overrides.task)))
+    validate(plain)
+    return plain
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def freeze(cfg: DictConfig, run_dir: Path) -> Path:
+    """Write <run_dir>/config.yaml; refuse to continue a run whose training config differs."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        old = _flat(OmegaConf.to_container(OmegaConf.load(path)))
+        new = _flat(OmegaConf.to_container(cfg))
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in NEUTRAL_KEYS
+                         and k not in ("experiment",))
+        if changed and cfg.resume != "none":
+            diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+            raise ConfigError(f"{run_dir} holds a run with another config ({diff}). Continue it unchanged, pass "
+                              f"run_dir=<new dir> for a new run, or resume=none to restart this one.")
+    from ..train.checkpoint import write_text_atomic
+
+    write_text_atomic(path, OmegaConf.to_yaml(cfg))
+    return path
+
+
+def fail(e: Exception, code: int = 2):
+    log.error("%s", e)
+    sys.exit(code)

@@ -1,0 +1,126 @@
+"""Typed schemas of the config groups the trainer reads.
+
+Every group is a dataclass registered in Hydra's ConfigStore; the YAML files in ``conf/`` start
+from these schemas, so an unknown key or a wrongly typed value fails while Hydra composes, naming
+the key. Checks that need more than one field (impossible combinations) live in ``validate.py``.
+This module must not import MindSpore: configs are checked before any heavy import.
+"""
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+
+class Device(Enum):
+    auto = "auto"
+    CPU = "CPU"
+    Ascend = "Ascend"
+    GPU = "GPU"
+
+
+class DType(Enum):
+    auto = "auto"  # bf16 on Ascend/GPU, fp32 on CPU
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class LRSchedule(Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+@dataclass
+class ScheduleConfig:
+    max_steps: int = 1000
+    lr: float = 1e-4
+    min_lr: float = 0.0  # floor of the cosine schedule
+    warmup_steps: int = 0
+    lr_schedule: LRSchedule = LRSchedule.constant
+    decay_steps: Optional[int] = None  # cosine horizon; defaults to max_steps
+    batch_size: int = 1  # micro-batch per data-parallel rank
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    ema_decay: float = 0.0  # 0 disables the EMA copy
+    log_every: int = 10
+    ckpt_every: int = 500
+    keep_last: int = 3
+
+
+@dataclass
+class PrecisionConfig:
+    dtype: DType = DType.auto
+    # fp16 only: initial loss scale; dynamic scaling halves it on overflow and doubles it after
+    # `loss_scale_window` clean steps. bf16 and fp32 never scale.
+    loss_scale: float = 65536.0
+    dynamic_loss_scale: bool = True
+    loss_scale_window: int = 1000
+    loss_scale_factor: float = 2.0
+    min_loss_scale: float = 1.0
+
+
+@dataclass
+class ParallelConfig:
+    workers: int = 1  # total worker processes (world size) across all nodes
+    sp: int = 1  # Ulysses sequence-parallel degree; dp = workers // sp
+    zero_stage: int = 0  # 0 (plain DP), 1 (optimizer), 2 (+grads), 3 (+params)
+    # none | all | first:<N> | every:<n>  (blocks of the family to recompute in backward)
+    recompute: str = "none"
+    recompute_attention: bool = True  # False keeps the attention core out of recompute
+    nodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 0  # 0: pick a free port
+    grad_bucket_mb: float = 64.0  # size of the fused gradient all-reduce buckets
+
+
+@dataclass
+class DataConfig:
+    kind: str = MISSING
+    skip_bad: bool = False  # skip and count unreadable samples instead of failing
+    text_dropout: Optional[float] = None  # caption dropout; None: the family's default
+    prefetch: int = 2  # batches prepared ahead of the trainer by a background thread
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    kind: str = "synthetic"
+    num_samples: int = 256
+    latent_size: Optional[List[int]] = None  # (T, H, W) of the latent; default: the model's
+    text_len: Optional[int] = None  # tokens per caption; default: the model's text length
+    min_text_len: int = 4  # valid tokens are drawn in [min_text_len, text_len]
+
+
+@dataclass
+class CachedDataConfig(DataConfig):
+    kind: str = "cached"
+    csv_path: str = MISSING  # CSV listing the samples (`video,caption`)
+    text_emb_dir: str = MISSING  # <dir>/<video stem>.npz with text_emb, mask
+    latent_dir: str = MISSING  # <dir>/<video stem>.npz with latent_mean, latent_std, fps, ori_size
+    video_column: str = "video"
+    caption_column: str = "caption"
+    num_frames: Optional[int] = None  # latent frames per sample; default: the model's
+    frame_stride: int = 1  # stride between sampled latent frames
+    shuffle: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: Any = MISSING
+    data: Any = MISSING
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    seed: int = 42
+    run_dir: Optional[str] = None  # default: <runs_root>/<experiment or model-data>/<overrides>
+    runs_root: str = "runs"
+    resume: str = "auto"  # auto | none | <path of a checkpoint directory>
+    device: Device = Device.auto
+    jit: bool = True  # compile the train step with ms.jit; False runs PyNative
+    progress: bool = True  # tqdm progress bar on rank 0
+    experiment: Optional[str] = None  # set by experiment recipes; names the run directory

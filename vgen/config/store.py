@@ -1,0 +1,23 @@
+"""Registers the schemas in Hydra's ConfigStore, once, before Hydra composes."""
+from hydra.core.config_store import ConfigStore
+
+from .models import STDiTConfig
+from .schema import CachedDataConfig, SyntheticDataConfig, TrainConfig
+
+MODEL_SCHEMAS = {"stdit_schema": STDiTConfig}
+DATA_SCHEMAS = {"synthetic_schema": SyntheticDataConfig, "cached_schema": CachedDataConfig}
+
+_registered = False
+
+
+def register_configs() -> None:
+    global _registered
+    if _registered:
+        return
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for name, node in MODEL_SCHEMAS.items():
+        cs.store(group="model", name=name, node=node)
+    for name, node in DATA_SCHEMAS.items():
+        cs.store(group="data", name=name, node=node)
+    _registered = True

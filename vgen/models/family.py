@@ -1,0 +1,47 @@
+"""The family contract: everything the trainer needs from a model family, and nothing more."""
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+from mindspore import nn
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """Cached text-encoder outputs the denoiser reads."""
+
+    encoder: str  # identity of the text encoder that produces them (checked against cache manifests)
+    dim: int
+    length: int
+    dropout: float  # default caption-dropout probability during training
+
+
+@dataclass(frozen=True)
+class LatentSpec:
+    """Latents the denoiser reads, as the family's VAE writes them."""
+
+    vae: str
+    channels: int
+    size: Tuple[int, int, int]  # default training latent (T, H, W)
+    compression: Tuple[int, int, int]  # VAE (t, h, w) compression
+    scale: float  # latent = (vae latent - shift) * scale
+    shift: float = 0.0
+
+
+@dataclass
+class Family:
+    name: str
+    net: nn.Cell  # the denoiser, with the official parameter names
+    objective: object  # draw(rngs, latent_shape) -> dict; loss_cell(net) -> Cell(x0, noise, t, *cond) -> [B]
+    text: TextSpec
+    latent: LatentSpec
+    # builds the denoiser's conditioning inputs (after x_t and t) from a host batch
+    cond_inputs: Callable[[Dict[str, np.ndarray]], Tuple[np.ndarray, ...]]
+    blocks: Callable[[], List[nn.Cell]]  # repeated blocks: units of recompute and ZeRO-3 gathering
+    sp_plan: Callable = None  # (net, mesh) -> applies the family's Ulysses plan
+    no_decay_patterns: Sequence[str] = field(default_factory=lambda: ("embedding", "pos_embed", "scale_shift_table"))
+    extra_streams: Sequence[str] = ()  # keyed random streams the family draws in cond_inputs
+
+    def no_decay(self, name: str, ndim: int) -> bool:
+        """Biases, norms (1-D) and embeddings are excluded from weight decay."""
+        return ndim < 2 or any(p in name for p in self.no_decay_patterns)

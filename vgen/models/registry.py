@@ -1,0 +1,32 @@
+"""Model families by config `family` name. Builders return a Family whose net is declared but
+not yet allocated (see layers/init.py)."""
+from typing import Callable, Dict
+
+from .family import Family
+
+_BUILDERS: Dict[str, Callable] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        _BUILDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_builtin():
+    from .opensora import family  # noqa: F401  (registers opensora_stdit)
+
+
+def build_family(model_cfg) -> Family:
+    _load_builtin()
+    name = model_cfg.family
+    if name not in _BUILDERS:
+        raise KeyError(f"model.family={name!r} is not a known family; known: {sorted(_BUILDERS)}")
+    return _BUILDERS[name](model_cfg)
+
+
+def families():
+    _load_builtin()
+    return sorted(_BUILDERS)

@@ -1,0 +1,133 @@
+"""IDDPM (improved DDPM) as OpenSora 1.0/1.1 train it: linear betas over 1000 steps, epsilon
+prediction, learned-range variance trained by the variational bound with the mean detached;
+loss = MSE(eps) + VLB (in bits), t ~ U{0..T-1}. Tables are computed in float64 and used in fp32.
+"""
+import math
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+LOG2 = math.log(2.0)
+
+
+def linear_betas(steps: int) -> np.ndarray:
+    scale = 1000.0 / steps
+    return np.linspace(scale * 1e-4, scale * 0.02, steps, dtype=np.float64)
+
+
+def cosine_betas(steps: int, max_beta: float = 0.999) -> np.ndarray:
+    f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+    return np.array([min(1 - f((i + 1) / steps) / f(i / steps), max_beta) for i in range(steps)], np.float64)
+
+
+class DiffusionTables:
+    """Per-timestep coefficients of q(x_t | x_0) and of the posterior q(x_{t-1} | x_t, x_0)."""
+
+    def __init__(self, betas: np.ndarray):
+        self.betas = betas = np.asarray(betas, np.float64)
+        self.num_timesteps = len(betas)
+        alphas = 1.0 - betas
+        self.alphas_cumprod = ac = np.cumprod(alphas)
+        ac_prev = np.append(1.0, ac[:-1])
+        self.sqrt_alphas_cumprod = np.sqrt(ac)
+        self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - ac)
+        self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / ac)
+        self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / ac - 1)
+        self.posterior_variance = betas * (1.0 - ac_prev) / (1.0 - ac)
+        # the posterior variance is 0 at t=0: its log is clipped to the t=1 value
+        self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
+        self.posterior_mean_coef1 = betas * np.sqrt(ac_prev) / (1.0 - ac)
+        self.posterior_mean_coef2 = (1.0 - ac_prev) * np.sqrt(alphas) / (1.0 - ac)
+        self.log_betas = np.log(betas)
+
+    def tensor(self, name: str) -> Tensor:
+        return Tensor(getattr(self, name).astype(np.float32))
+
+
+def approx_standard_normal_cdf(x):
+    return 0.5 * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+def discretized_gaussian_log_likelihood(x, means, log_scales):
+    """Log-likelihood of data in [-1, 1] discretised to 256 bins under N(means, exp(log_scales)^2)."""
+    centered = x - means
+    inv_stdv = ops.exp(-log_scales)
+    cdf_plus = approx_standard_normal_cdf(inv_stdv * (centered + 1.0 / 255.0))
+    cdf_min = approx_standard_normal_cdf(inv_stdv * (centered - 1.0 / 255.0))
+    log_cdf_plus = ops.log(ops.clamp(cdf_plus, min=1e-12))
+    log_one_minus_cdf_min = ops.log(ops.clamp(1.0 - cdf_min, min=1e-12))
+    log_delta = ops.log(ops.clamp(cdf_plus - cdf_min, min=1e-12))
+    return ops.where(x < -0.999, log_cdf_plus, ops.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2):
+    return 0.5 * (-1.0 + logvar2 - logvar1 + ops.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * ops.exp(-logvar2))
+
+
+def mean_flat(x):
+    return x.reshape(x.shape[0], -1).mean(-1)
+
+
+class IDDPMLoss(nn.Cell):
+    """Per-sample IDDPM loss of a denoiser called as net(x_t, t, *cond)."""
+
+    def __init__(self, net: nn.Cell, tables: DiffusionTables, learn_sigma: bool = True):
+        super().__init__()
+        self.net = net
+        self.learn_sigma = learn_sigma
+        for name in ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+                     "sqrt_recipm1_alphas_cumprod", "posterior_log_variance_clipped", "posterior_mean_coef1",
+                     "posterior_mean_coef2", "log_betas"):
+            setattr(self, name, tables.tensor(name))
+
+    @staticmethod
+    def _at(table, t, ndim: int):
+        return ops.gather(table, t, 0).reshape((-1,) + (1,) * (ndim - 1))
+
+    def construct(self, x0, noise, t, *cond):
+        nd = x0.ndim
+        x_t = self._at(self.sqrt_alphas_cumprod, t, nd) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, t, nd) * noise
+        out = self.net(x_t, t, *cond)
+        c = x0.shape[1]
+        eps = out[:, :c]
+        mse = mean_flat((noise - eps) ** 2)
+        if not self.learn_sigma:
+            return mse
+        # variational bound on the variance only: the mean prediction is detached
+        var_values = out[:, c:]
+        eps_frozen = ops.stop_gradient(eps)
+        coef1, coef2 = self._at(self.posterior_mean_coef1, t, nd), self._at(self.posterior_mean_coef2, t, nd)
+        pred_x0 = self._at(self.sqrt_recip_alphas_cumprod, t, nd) * x_t - self._at(self.sqrt_recipm1_alphas_cumprod, t, nd) * eps_frozen
+        model_mean = coef1 * pred_x0 + coef2 * x_t
+        min_log = self._at(self.posterior_log_variance_clipped, t, nd)
+        max_log = self._at(self.log_betas, t, nd)
+        frac = (var_values + 1.0) / 2.0
+        model_log_var = frac * max_log + (1.0 - frac) * min_log
+        true_mean = coef1 * x0 + coef2 * x_t
+        kl = mean_flat(normal_kl(true_mean, min_log, model_mean, model_log_var)) / LOG2
+        nll = -mean_flat(discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_var)) / LOG2
+        vb = ops.where(t == 0, nll, kl)
+        return mse + vb
+
+
+class IDDPM:
+    """The objective: host-side draws (timesteps, noise) and the in-graph loss."""
+
+    def __init__(self, diffusion_steps: int = 1000, noise_schedule: str = "linear", learn_sigma: bool = True,
+                 sampling_steps: int = 100, cfg_scale: float = 7.0):
+        betas = {"linear": linear_betas, "squaredcos_cap_v2": cosine_betas}[noise_schedule](diffusion_steps)
+        self.tables = DiffusionTables(betas)
+        self.num_timesteps = diffusion_steps
+        self.learn_sigma = learn_sigma
+        self.sampling_steps = sampling_steps
+        self.cfg_scale = cfg_scale
+
+    def draw(self, rngs, latent_shape):
+        """One generator per sample (keyed by seed, step, global sample index) -> timesteps, noise."""
+        t = np.array([r.integers(0, self.num_timesteps) for r in rngs["timestep"]], np.int32)
+        noise = np.stack([r.standard_normal(latent_shape, dtype=np.float32) for r in rngs["noise"]])
+        return {"t": t, "noise": noise}
+
+    def loss_cell(self, net: nn.Cell) -> nn.Cell:
+        return IDDPMLoss(net, self.tables, self.learn_sigma)

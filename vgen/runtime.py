@@ -1,0 +1,24 @@
+"""Device selection and process-wide MindSpore settings, done once per process."""
+import os
+
+os.environ.setdefault("GLOG_v", "3")  # MindSpore's C++ warnings drown the progress bar
+
+import mindspore as ms  # noqa: E402  (must be imported before decord, see data/video.py)
+
+DEVICES = ("Ascend", "GPU", "CPU")
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` takes MindSpore's own default target (the accelerator its installed plugins find)."""
+    if requested != "auto":
+        return requested
+    target = ms.get_context("device_target")
+    return target if target in DEVICES else "CPU"
+
+
+def setup_device(requested: str) -> str:
+    device = resolve_device(requested)
+    device_id = int(os.environ.get("DEVICE_ID", os.environ.get("LOCAL_RANK", "0")) or 0)
+    ms.set_context(mode=ms.PYNATIVE_MODE)  # the train step itself is compiled with ms.jit
+    ms.set_device(device, device_id if device != "CPU" else None) if device != "CPU" else ms.set_device("CPU")
+    return device

@@ -1,0 +1,19 @@
+"""The data set of a run, shaped by the family's specs."""
+from ..data.cache import CachedLatentDataset
+from ..data.synthetic import SyntheticDataset
+
+
+def build_dataset(data_cfg, family):
+    lat, txt = family.latent, family.text
+    if data_cfg.kind == "synthetic":
+        size = tuple(data_cfg.latent_size or lat.size)
+        return SyntheticDataset(data_cfg.num_samples, (lat.channels, *size), data_cfg.text_len or txt.length, txt.dim,
+                                data_cfg.min_text_len)
+    if data_cfg.kind == "cached":
+        frames = data_cfg.num_frames or lat.size[0]
+        return CachedLatentDataset(data_cfg.csv_path, data_cfg.text_emb_dir, data_cfg.latent_dir,
+                                   text_len=txt.length, text_dim=txt.dim,
+                                   latent_shape=(lat.channels, frames, lat.size[1], lat.size[2]), scale=lat.scale,
+                                   frame_stride=data_cfg.frame_stride, video_column=data_cfg.video_column,
+                                   skip_bad=data_cfg.skip_bad)
+    raise ValueError(f"data.kind={data_cfg.kind!r}: expected synthetic or cached")

@@ -1,0 +1,57 @@
+"""Metrics of rank 0: <run>/metrics.jsonl (one JSON object per logged step), TensorBoard events
+in <run>/tb/ and a tqdm bar. On resume, lines and events after the resumed step are dropped so
+the files read as one uninterrupted run."""
+import json
+import math
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .checkpoint import write_text_atomic
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no inf/nan
+    return v
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path, start_step: int, max_steps: int, progress: bool = True):
+        from tensorboardX import SummaryWriter
+
+        self.path = run_dir / "metrics.jsonl"
+        truncate_jsonl(self.path, start_step)
+        self.file = open(self.path, "a", buffering=1)
+        self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+        self.bar = tqdm(total=max_steps, initial=start_step, dynamic_ncols=True, disable=not progress,
+                        unit="step", desc="train")
+
+    def log(self, step: int, metrics: dict) -> None:
+        record = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        self.file.write(json.dumps(record) + "\n")
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self.tb.add_scalar(f"train/{k}", v, step)
+
+    def advance(self, loss: float, lr: float, step_time: float) -> None:
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", s_per_step=f"{step_time:.3f}", refresh=False)
+        self.bar.update(1)
+
+    def close(self):
+        self.bar.close()
+        self.tb.close()
+        self.file.close()
