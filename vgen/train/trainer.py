@@ -116,7 +116,7 @@ class Trainer:
             return
         for name, p in named_params(net):
             if p.requires_grad and not self.policy.keep_fp32(name):
-                p.set_data(p.astype(dtype))
+                p.set_dtype(dtype)
 
     def _restore(self, state: dict):
         """Model weights were loaded into the net (and so into the masters); moments and EMA here."""

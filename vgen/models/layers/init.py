@@ -66,9 +66,10 @@ def new_param(shape, init: InitFn, *, buffer: bool = False, derived: bool = Fals
     (sin-cos tables) are recomputed from the config and never loaded from weights, as the
     official loaders drop them.
     """
+    buffer = buffer or derived
     p = Parameter(initializer("zeros", tuple(shape), ms.float32), requires_grad=requires_grad and not buffer)
     p.init_fn = init
-    p.is_buffer = buffer or derived
+    p.is_buffer = buffer
     p.is_derived = derived
     return p
 

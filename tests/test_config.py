@@ -1,0 +1,102 @@
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import REPO, cli, compose
+from vgen.cli.common import freeze
+from vgen.config.rundir import run_name
+from vgen.config.validate import ConfigError, parse_recompute, validate
+
+
+def test_defaults_compose_and_validate():
+    cfg = compose()
+    validate(cfg)
+    assert cfg.model.family == "opensora_stdit"
+    assert cfg.precision.dtype == "auto" and cfg.device == "auto" and cfg.resume == "auto"
+    for key in ("max_steps", "lr", "warmup_steps", "lr_schedule", "batch_size", "grad_accum", "weight_decay",
+                "grad_clip", "ema_decay", "log_every", "ckpt_every", "keep_last"):
+        assert key in cfg.schedule
+    for key in ("workers", "sp", "zero_stage", "recompute"):
+        assert key in cfg.parallel
+
+
+@pytest.mark.parametrize("override,names", [
+    ("schedule.lrr=1", ["lrr"]),
+    ("schedule.max_steps=abc", ["schedule.max_steps", "abc"]),
+    ("schedule.lr_schedule=cos", ["lr_schedule", "cosine"]),
+    ("model.depthh=3", ["depthh"]),
+])
+def test_unknown_or_mistyped_keys_fail_fast_naming_the_key(override, names):
+    t0 = time.time()
+    r = cli("vgen-train", override)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    for n in names:
+        assert n in out, out
+    assert time.time() - t0 < 30  # composing fails before MindSpore is even imported
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["schedule.lr=-1"], "schedule.lr"),
+    (["parallel.workers=4", "parallel.sp=3"], "parallel.sp"),
+    (["parallel.sp=3", "parallel.workers=3"], "model.num_heads"),
+    (["parallel.zero_stage=5"], "parallel.zero_stage"),
+    (["parallel.recompute=some"], "parallel.recompute"),
+    (["schedule.ema_decay=1.5"], "schedule.ema_decay"),
+    (["model.input_size=[4,15,16]"], "model.input_size"),
+])
+def test_impossible_values_name_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(compose(overrides))
+
+
+def test_impossible_value_fails_on_the_command_line():
+    r = cli("vgen-train", "parallel.sp=3", "parallel.workers=3")
+    assert r.returncode == 2
+    assert "parallel.sp=3" in r.stderr and "num_heads" in r.stderr
+
+
+def test_print_config_runs_nothing(tmp_path):
+    r = cli("vgen-train", "schedule.lr=2e-5", f"runs_root={tmp_path}", "--cfg", "job", check=True)
+    cfg = OmegaConf.create(r.stdout)
+    assert cfg.schedule.lr == 2e-5 and cfg.model.name == "opensora_stdit_tiny"
+    assert not any(tmp_path.iterdir())
+
+
+def test_recompute_spec():
+    assert parse_recompute("none") == ("none", 0)
+    assert parse_recompute("first:3") == ("first", 3)
+    assert parse_recompute("every:2") == ("every", 2)
+
+
+def test_run_name_is_stable_and_ignores_neutral_overrides():
+    ch = {"model": "opensora_stdit_tiny", "data": "synthetic"}
+    a = run_name(ch, ["schedule.lr=2e-5", "schedule.max_steps=10"])
+    b = run_name(ch, ["schedule.max_steps=20", "schedule.lr=2e-5", "resume=auto"])
+    assert a == b == "opensora_stdit_tiny-synthetic/schedule.lr=2e-5"
+    assert run_name(ch, []) == "opensora_stdit_tiny-synthetic/default"
+    assert run_name({**ch, "experiment": "opensora/v1_0_stage1"}, ["experiment=opensora/v1_0_stage1"]) \
+        == "opensora-v1_0_stage1/default"
+    long = run_name(ch, [f"schedule.lr={i}" for i in range(40)])
+    assert len(long.split("/")[1]) <= 96
+
+
+def test_freeze_refuses_another_training_config(tmp_path):
+    cfg = compose()
+    freeze(cfg, tmp_path)
+    cfg2 = compose(["schedule.max_steps=5"])  # neutral: continues the same run
+    freeze(cfg2, tmp_path)
+    cfg3 = compose(["schedule.lr=1e-2"])
+    with pytest.raises(ConfigError, match="schedule.lr"):
+        freeze(cfg3, tmp_path)
+
+
+def test_every_recipe_composes():
+    recipes = sorted((REPO / "conf" / "experiment").rglob("*.yaml"))
+    for path in recipes:
+        name = str(path.relative_to(REPO / "conf" / "experiment").with_suffix(""))
+        cfg = compose([f"experiment={name}"])
+        validate(cfg)
+        assert path.read_text().startswith("# @package _global_"), f"{name} must be a global package"

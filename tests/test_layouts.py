@@ -1,0 +1,42 @@
+"""Full-size configs against the official checkpoint layouts: names, shapes, order, counts."""
+import pytest
+
+from conftest import cli, compose, layout_lines
+from vgen.models.layers.init import count_params, named_params
+from vgen.models.registry import build_family
+
+CASES = [
+    ("opensora_stdit", "opensora_v1_0_stdit_xl2_16x256x256.txt", 759_620_768),
+]
+
+
+@pytest.mark.parametrize("model,layout,total", CASES)
+def test_full_model_matches_official_layout(model, layout, total):
+    family = build_family(compose([f"model={model}"]).model)
+    lines = [f"{n} {list(p.shape)}" for n, p in named_params(family.net)]
+    assert lines == layout_lines(layout)
+    assert count_params(family.net)[0] == total
+
+
+def test_stdit_buffers_are_not_parameters():
+    family = build_family(compose(["model=opensora_stdit"]).model)
+    assert count_params(family.net)[1] == 804_864  # pos_embed, pos_embed_temporal, y_embedding
+    frozen = {n for n, p in named_params(family.net) if not p.requires_grad}
+    assert frozen == {"pos_embed", "pos_embed_temporal", "y_embedder.y_embedding"}
+
+
+def test_tiny_is_the_same_code_at_a_few_million_params():
+    full = {n.split(".", 2)[-1] if n.startswith("blocks.") else n
+            for n, _ in named_params(build_family(compose(["model=opensora_stdit"]).model).net)}
+    tiny_family = build_family(compose(["model=opensora_stdit_tiny"]).model)
+    tiny = {n.split(".", 2)[-1] if n.startswith("blocks.") else n for n, _ in named_params(tiny_family.net)}
+    assert tiny == full
+    assert 1_000_000 < count_params(tiny_family.net)[0] < 10_000_000
+
+
+def test_inspect_prints_the_layout_without_allocating():
+    r = cli("vgen-inspect", "model=opensora_stdit", check=True)
+    lines = r.stdout.splitlines()
+    ref = layout_lines("opensora_v1_0_stdit_xl2_16x256x256.txt")
+    assert lines[:len(ref)] == ref
+    assert lines[len(ref)] == "total_params 759620768"
