@@ -182,11 +182,11 @@ class Trainer:
         prefetch = Prefetcher(self.batches.build, self.start_step, s.max_steps, cfg.data.prefetch)
         f32 = lambda v: Tensor(np.float32(v))
         window, last = [], {}
+        t0 = time.perf_counter()  # step time runs from the end of one step to the end of the next
         try:
             for update in range(self.start_step, s.max_steps):
                 step = update + 1
                 waited0 = prefetch.waited_s
-                t0 = time.perf_counter()
                 batch = prefetch.get(update)
                 lr = self._lr(update)
                 hyper = (f32(lr), f32(1 - s.beta1 ** step), f32(1 - s.beta2 ** step), f32(s.ema_decay))
@@ -200,7 +200,8 @@ class Trainer:
                                                           tuple(map(Tensor, mb.inputs))))
                     loss, norm = self.step_fn.finish_accumulated(hyper, f32(local / s.grad_accum))
                 loss, norm = float(loss), float(norm)
-                dt = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                dt, t0 = t1 - t0, t1  # end to end: data, step, and the previous step's logging
                 finite = math.isfinite(norm)
                 scale_used = self.scaler.scale
                 self.scaler.update(finite)

@@ -1,0 +1,95 @@
+"""Median train-step time of vgen against a bare, jit-compiled MindSpore loop of the same model.
+
+For each model (the tiny and a mid-size STDiT), both loops train on the same synthetic batches:
+- vgen: the full trainer (keyed data and draws prepared by the prefetch thread, the compiled step,
+  flat-bucket AdamW, metrics to metrics.jsonl / TensorBoard / tqdm), step time end to end;
+- bare: one ms.jit function doing loss -> grads -> global-norm clip -> nn.AdamWeightDecay on
+  tensors prepared beforehand.
+Prints medians over the measured steps (the compile step excluded) and the overhead ratio.
+
+    .venv/bin/python benchmarks/train_step.py [--steps 12] [--models opensora_stdit_tiny,opensora_stdit_mid]
+"""
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import compose, peak_rss_gb  # noqa: E402
+
+
+def vgen_steps(model, steps, batch_size, run_dir):
+    from vgen.train.trainer import Trainer
+    import json
+
+    cfg = compose([f"model={model}", "data=synthetic", "data.num_samples=64", f"schedule.max_steps={steps}",
+                   f"schedule.batch_size={batch_size}", "schedule.log_every=1", "schedule.ckpt_every=100000",
+                   "schedule.warmup_steps=0", "progress=true"])
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, run_dir).setup()
+    setup_s = time.perf_counter() - t0
+    trainer.run()
+    times = [json.loads(line)["step_time_s"] for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return trainer, setup_s, times
+
+
+def bare_steps(trainer, steps):
+    """The same net, loss and batches in the plainest jit loop MindSpore offers."""
+    import mindspore as ms
+    import numpy as np
+    from mindspore import Tensor, nn, ops
+
+    net = trainer.family.net
+    loss_cell = trainer.family.objective.loss_cell(net)
+    params = [p for p in net.trainable_params()]
+    opt = nn.AdamWeightDecay(params, learning_rate=1e-4, weight_decay=0.0)
+
+    def forward(*inputs):
+        return loss_cell(*inputs).mean()
+
+    grad_fn = ms.value_and_grad(forward, None, opt.parameters)
+
+    @ms.jit
+    def step(*inputs):
+        loss, grads = grad_fn(*inputs)
+        grads = ops.clip_by_global_norm(grads, 1.0)
+        opt(grads)
+        return loss
+
+    batches = [tuple(Tensor(a) for a in trainer.batches.build(i).micro[0].inputs) for i in range(steps)]
+    times = []
+    for b in batches:
+        t0 = time.perf_counter()
+        float(step(*b))
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--models", default="opensora_stdit_tiny,opensora_stdit_mid")
+    args = ap.parse_args()
+    from vgen.models.layers.init import count_params
+
+    rows = []
+    for model in args.models.split(","):
+        with tempfile.TemporaryDirectory() as d:
+            trainer, setup_s, vt = vgen_steps(model, args.steps, args.batch_size, d)
+        bt = bare_steps(trainer, args.steps)
+        v, b = statistics.median(vt[1:]), statistics.median(bt[1:])
+        rows.append((model, count_params(trainer.family.net)[0], vt[0], bt[0], v, b, v / b))
+        print(f"{model}: vgen steps {[round(x, 3) for x in vt]}\n{model}: bare steps {[round(x, 3) for x in bt]}",
+              flush=True)
+    print(f"\n{'model':24s} {'params':>12s} {'compile vgen':>13s} {'compile bare':>13s} {'vgen s/step':>12s} "
+          f"{'bare s/step':>12s} {'ratio':>7s}")
+    for m, n, cv, cb, v, b, r in rows:
+        print(f"{m:24s} {n:12,d} {cv:13.1f} {cb:13.1f} {v:12.3f} {b:12.3f} {r:7.3f}")
+    print(f"peak RSS {peak_rss_gb():.2f} GB; medians over steps 2..{args.steps} (step 1 compiles); target ratio <= 1.03")
+
+
+if __name__ == "__main__":
+    main()
