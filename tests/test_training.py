@@ -172,16 +172,16 @@ def test_bf16_master_weights_casts_and_checkpoint_dtypes(tmp_path, monkeypatch):
     for b, rb in zip(tr.buckets, ref.buckets):
         assert b.master.dtype == ms.float32 and b.ema.dtype == ms.float32
         np.testing.assert_array_equal(b.master.asnumpy(), rb.master.asnumpy())  # masters are not bf16-rounded
-        for s, p in zip(b.slots, b.params):
-            want = Tensor(rb.master.asnumpy()[s.offset:s.offset + s.size].reshape(s.shape)).astype(ms.bfloat16)
+        for (n, full), p in zip(rb.full_arrays("master").items(), b.params):
+            want = Tensor(full).astype(ms.bfloat16)
             np.testing.assert_array_equal(p.astype(ms.float32).asnumpy(), want.astype(ms.float32).asnumpy())
     # an fp32 update of the masters and the EMA (no write-back into bf16 params on CPU)
     f32 = lambda v: Tensor(np.float32(v))
     for b in tr.buckets:
-        g = Tensor(np.full(b.shard_size, 0.5, np.float32))
+        g = Tensor(np.full(b.local_size, 0.5, np.float32))
         tr.step_fn.ops.update(b.master, b.m, b.v, b.ema, b.decay_mask, g, f32(1e-2), f32(0.1), f32(0.001), f32(1.0),
-                              None, f32(0.5), ())
-    masters = {n: a for b in tr.buckets for n, a in b.local_arrays("master").items()}
+                              None, f32(0.5), (), False)
+    masters = {n: a for b in tr.buckets for n, a in b.full_arrays("master").items()}
     tr.save(1)
     saved = load_file(str(tmp_path / "r" / "checkpoints" / "step_1" / "model.safetensors"))
     assert all(a.dtype == np.float32 for a in saved.values())

@@ -16,9 +16,20 @@ def resolve_device(requested: str) -> str:
     return target if target in DEVICES else "CPU"
 
 
+_DEVICE = None
+
+
 def setup_device(requested: str) -> str:
+    """Selects the device once per process (later calls return the same choice)."""
+    global _DEVICE
+    if _DEVICE is not None:
+        return _DEVICE
     device = resolve_device(requested)
     device_id = int(os.environ.get("DEVICE_ID", os.environ.get("LOCAL_RANK", "0")) or 0)
     ms.set_context(mode=ms.PYNATIVE_MODE)  # the train step itself is compiled with ms.jit
-    ms.set_device(device, device_id if device != "CPU" else None) if device != "CPU" else ms.set_device("CPU")
+    if device == "CPU":
+        ms.set_device("CPU")
+    else:
+        ms.set_device(device, device_id)
+    _DEVICE = device
     return device

@@ -1,16 +1,25 @@
-"""Trainable parameters grouped into flat fp32 buckets.
+"""Trainable parameters grouped into flat fp32 buckets, sharded for ZeRO.
 
-Each bucket holds, as flat fp32 vectors, the master weights, the AdamW moments and the EMA of a
-group of parameters: one bucket per repeated block of the family (the unit of ZeRO-3 gathering)
-and the remaining parameters in chunks. Flat buckets keep the compiled update small (the graph
-compiler is superlinear in node count, and identical blocks share one compiled update), make
-gradient communication one fused collective per bucket, and are what ZeRO shards: a bucket is
-padded to a multiple of the shard count and each rank keeps its contiguous slice.
-Checkpoints are written per parameter name, so they do not depend on the bucketing."""
+A bucket holds, as flat fp32 vectors, the master weights, AdamW moments and EMA of a group of
+parameters: one bucket per repeated block of the family (the unit of ZeRO-3) and the remaining
+parameters in chunks. Flat buckets keep the compiled update small (identical blocks share their
+compiled functions), make gradient communication one collective per bucket, and are what ZeRO
+shards.
+
+Sharding is per parameter: a parameter of n elements is flattened, padded to shards x s
+(s = ceil(n / shards)) and rank r keeps elements [r*s, (r+1)*s). A bucket's local vector is the
+concatenation of its parameters' local segments. Gradients are laid out rank-major ([shards, L]),
+so one all-reduce (row r) or reduce-scatter gives every rank its local gradient, and one
+all-gather of the local vectors gives back every full parameter. With shards = 1 the local
+vector is simply the concatenation of the parameters.
+
+Two kinds of bucket: `replicated` parameters are whole on every rank (ZeRO 0-2, and the few
+parameters model code reads directly under ZeRO-3); `sharded` parameters hold only their local
+segment (ZeRO-3), their gradients arrive already summed over ranks (the gather's backward).
+Checkpoints are written per parameter name, so they do not depend on bucketing or sharding."""
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
-import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor
 
@@ -20,76 +29,105 @@ MAX_PARAMS_PER_BUCKET = 24  # for parameters outside the blocks
 @dataclass(frozen=True)
 class Slot:
     name: str
-    shape: Tuple[int, ...]
-    offset: int
-    size: int
+    shape: Tuple[int, ...]  # the full parameter's shape
+    numel: int
+    shard: int  # elements of the local segment
+    offset: int  # where the local segment starts in the bucket's local vector
+
+
+def shard_size(numel: int, shards: int) -> int:
+    return -(-numel // shards)
+
+
+def local_segment(full: np.ndarray, shards: int, rank: int) -> np.ndarray:
+    """This rank's segment of a flattened, zero-padded parameter."""
+    flat = np.asarray(full, np.float32).reshape(-1)
+    s = shard_size(flat.size, shards)
+    seg = np.zeros(s, np.float32)
+    part = flat[rank * s:(rank + 1) * s]
+    seg[:part.size] = part
+    return seg
 
 
 class Bucket:
     def __init__(self, index: int, names: Sequence[str], params: Sequence[Parameter], decay: Sequence[bool], *,
-                 shards: int = 1, shard_rank: int = 0, ema: bool = False, accumulate: bool = False,
-                 init: Optional[Dict[str, np.ndarray]] = None):
+                 full_values: Dict[str, np.ndarray], shards: int = 1, shard_rank: int = 0, sharded: bool = False,
+                 ema: bool = False, accumulate: bool = False, accumulate_full: bool = True):
+        """`full_values`: the fp32 value of every parameter (taken before any cast or sharding).
+        `accumulate`: keep a gradient accumulator, of the rank-major full gradient when
+        `accumulate_full` (nothing communicated on micro-steps), else of the local shard."""
         self.index = index
         self.names, self.params = list(names), list(params)
-        offset, slots = 0, []
+        self.shards, self.rank, self.sharded = shards, shard_rank, sharded
+        slots, offset = [], 0
         for n, p in zip(names, params):
-            size = int(np.prod(p.shape)) if len(p.shape) else 1
-            slots.append(Slot(n, tuple(p.shape), offset, size))
-            offset += size
-        self.slots, self.numel = slots, offset
-        self.shards, self.shard_rank = shards, shard_rank
-        self.padded = -(-offset // shards) * shards
-        self.shard_size = self.padded // shards
-        self.lo, self.hi = shard_rank * self.shard_size, (shard_rank + 1) * self.shard_size
-
-        values = init or {}
-        full = self.flatten_host({n: values[n] if n in values else p.asnumpy() for n, p in zip(names, params)})
-        mask = np.zeros(self.padded, np.float32)
-        for s, d in zip(slots, decay):
-            mask[s.offset:s.offset + s.size] = 1.0 if d else 0.0
+            numel = int(np.prod(full_values[n].shape)) if full_values[n].ndim else 1
+            s = shard_size(numel, shards)
+            slots.append(Slot(n, tuple(full_values[n].shape), numel, s, offset))
+            offset += s
+        self.slots, self.local_size = slots, offset
+        local = self._local_from(full_values)
+        mask = np.concatenate([np.full(s.shard, 1.0 if d else 0.0, np.float32) for s, d in zip(slots, decay)])
         tag = f"bucket{index}"
-        self.master = Parameter(Tensor(full[self.lo:self.hi]), name=f"{tag}.master", requires_grad=False)
-        self.m = Parameter(Tensor(np.zeros(self.shard_size, np.float32)), name=f"{tag}.adam_m", requires_grad=False)
-        self.v = Parameter(Tensor(np.zeros(self.shard_size, np.float32)), name=f"{tag}.adam_v", requires_grad=False)
-        self.ema = (Parameter(Tensor(full[self.lo:self.hi]), name=f"{tag}.ema", requires_grad=False) if ema else None)
-        self.decay_mask = Tensor(mask[self.lo:self.hi])
-        self.grad_acc = (Parameter(Tensor(np.zeros(self.padded, np.float32)), name=f"{tag}.grad_acc",
+        self.master = Parameter(Tensor(local), name=f"{tag}.master", requires_grad=False)
+        self.m = Parameter(Tensor(np.zeros_like(local)), name=f"{tag}.adam_m", requires_grad=False)
+        self.v = Parameter(Tensor(np.zeros_like(local)), name=f"{tag}.adam_v", requires_grad=False)
+        self.ema = Parameter(Tensor(local.copy()), name=f"{tag}.ema", requires_grad=False) if ema else None
+        self.decay_mask = Tensor(mask)
+        acc_size = self.full_grad_size if (accumulate_full and not sharded) else self.local_size
+        self.grad_acc = (Parameter(Tensor(np.zeros(acc_size, np.float32)), name=f"{tag}.grad_acc",
                                    requires_grad=False) if accumulate else None)
 
-    # ---- host-side views, by parameter name (checkpoints) ------------------------------------
+    @property
+    def layout(self):
+        """Static description the compiled functions specialise on."""
+        return tuple((s.numel, s.shard, s.offset) for s in self.slots)
 
-    def flatten_host(self, arrays: Dict[str, np.ndarray]) -> np.ndarray:
-        flat = np.zeros(self.padded, np.float32)
-        for s in self.slots:
-            flat[s.offset:s.offset + s.size] = np.asarray(arrays[s.name], np.float32).reshape(-1)
-        return flat
+    @property
+    def full_grad_size(self) -> int:
+        """Length of the rank-major gradient vector of a replicated bucket."""
+        return self.shards * self.local_size
 
-    def unflatten_host(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
-        return {s.name: flat[s.offset:s.offset + s.size].reshape(s.shape) for s in self.slots}
+    # ---- host-side views by parameter name (checkpoints) -------------------------------------
 
-    def local_arrays(self, which: str) -> Dict[str, np.ndarray]:
-        """This rank's part of master / m / v / ema as {name: array}; with shards > 1 use
-        shard tensors instead (see parallel.zero)."""
-        assert self.shards == 1, "per-name arrays of a sharded bucket need all shards"
-        return self.unflatten_host(getattr(self, which).asnumpy())
+    def _local_from(self, arrays: Dict[str, np.ndarray]) -> np.ndarray:
+        if not self.slots:
+            return np.zeros(0, np.float32)
+        return np.concatenate([local_segment(arrays[s.name], self.shards, self.rank) for s in self.slots])
 
-    def load_local(self, which: str, arrays: Dict[str, np.ndarray]) -> None:
-        flat = self.flatten_host(arrays)
-        getattr(self, which).set_data(Tensor(flat[self.lo:self.hi]))
+    def segments(self, which: str) -> Dict[str, np.ndarray]:
+        """This rank's segment of master / m / v / ema for every parameter."""
+        flat = getattr(self, which).asnumpy()
+        return {s.name: flat[s.offset:s.offset + s.shard] for s in self.slots}
+
+    def full_arrays(self, which: str) -> Dict[str, np.ndarray]:
+        """Whole arrays by name; only without sharding (sharded runs save segments)."""
+        assert self.shards == 1, "whole arrays of a sharded bucket need every rank's segments"
+        return {n: seg[:s.numel].reshape(s.shape) for (n, seg), s in zip(self.segments(which).items(), self.slots)}
+
+    def load_full(self, which: str, arrays: Dict[str, np.ndarray]) -> None:
+        """Set master / m / v / ema from whole arrays by name (this rank keeps its segments)."""
+        getattr(self, which).set_data(Tensor(self._local_from(arrays)))
 
 
-def make_buckets(named: Sequence[Tuple[str, Parameter]], block_params: Sequence[Sequence[Parameter]],
-                 decay_fn, **kw) -> List[Bucket]:
-    """One bucket per block (the params of each block, in order), then the rest in chunks."""
+def make_buckets(named: Sequence[Tuple[str, Parameter]], block_params: Sequence[Sequence[Parameter]], decay_fn,
+                 full_values: Dict[str, np.ndarray], sharded_ids=frozenset(), **kw) -> List[Bucket]:
+    """One bucket per block (split in sharded / replicated parameters under ZeRO-3), then the
+    parameters outside the blocks in chunks. Parameters keep their order inside a bucket."""
     by_id = {id(p): (n, p) for n, p in named}
     groups, used = [], set()
     for params in block_params:
         group = [by_id[id(p)] for p in params if id(p) in by_id]
-        if group:
-            groups.append(group)
-            used.update(id(p) for _, p in group)
+        used.update(id(p) for _, p in group)
+        for want_sharded in (True, False):
+            part = [(n, p) for n, p in group if (id(p) in sharded_ids) == want_sharded]
+            if part:
+                groups.append((part, want_sharded))
     rest = [(n, p) for n, p in named if id(p) not in used]
-    for i in range(0, len(rest), MAX_PARAMS_PER_BUCKET):
-        groups.insert(i // MAX_PARAMS_PER_BUCKET, rest[i:i + MAX_PARAMS_PER_BUCKET])
-    return [Bucket(i, [n for n, _ in g], [p for _, p in g], [decay_fn(n, len(p.shape)) for n, p in g], **kw)
-            for i, g in enumerate(groups)]
+    head = []
+    for want_sharded in (True, False):
+        part = [(n, p) for n, p in rest if (id(p) in sharded_ids) == want_sharded]
+        head += [(part[i:i + MAX_PARAMS_PER_BUCKET], want_sharded) for i in range(0, len(part), MAX_PARAMS_PER_BUCKET)]
+    groups = head + groups
+    return [Bucket(i, [n for n, _ in g], [p for _, p in g], [decay_fn(n, full_values[n].ndim) for n, _ in g],
+                   full_values=full_values, sharded=sh, **kw) for i, (g, sh) in enumerate(groups)]

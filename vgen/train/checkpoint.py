@@ -76,34 +76,105 @@ def find_latest(root: Path) -> Optional[Path]:
     return dirs[0] if dirs else None
 
 
-def save_checkpoint(root: Path, step: int, files: Dict[str, Dict[str, np.ndarray]], state: dict, keep_last: int):
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step}"
-    tmp = root / f".tmp-step_{step}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    kill_at = os.environ.get(FAULT_ENV)
-    for i, (name, tensors) in enumerate(files.items()):
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / name))
-        _fsync_file(tmp / name)
-        if kill_at is not None and int(kill_at) == step and i == 0:
+class CheckpointWriter:
+    """Writes step_<n>/ atomically, by one rank or by every rank (sharded states).
+
+    begin(): rank 0 prepares the temporary directory; write(): any rank adds its files;
+    commit(): once every rank has written, rank 0 adds trainer_state.json, renames the directory
+    into place, replaces `latest` and prunes old checkpoints. `barrier` synchronises the ranks."""
+
+    def __init__(self, root: Path, step: int, is_main: bool = True, barrier=lambda: None):
+        self.root, self.step, self.is_main, self.barrier = root, step, is_main, barrier
+        self.final = root / f"step_{step}"
+        self.tmp = root / f".tmp-step_{step}"
+        self.kill_at = os.environ.get(FAULT_ENV)
+
+    def begin(self):
+        if self.is_main:
+            self.root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp.mkdir()
+        self.barrier()
+        return self
+
+    def write(self, name: str, tensors: Dict[str, np.ndarray]):
+        path = self.tmp / name
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path))
+        _fsync_file(path)
+        if self.kill_at is not None and int(self.kill_at) == self.step and self.is_main:
             os.kill(os.getpid(), signal.SIGKILL)
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
-    _fsync_file(tmp / STATE_FILE)
-    _fsync_dir(tmp)
-    if final.exists():  # re-written after a resume from an earlier step
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    write_text_atomic(root / "latest", final.name + "\n")
-    for old in step_dirs(root)[keep_last:]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+
+    def write_json(self, name: str, obj):
+        (self.tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True))
+        _fsync_file(self.tmp / name)
+
+    def commit(self, state: dict, keep_last: int) -> Path:
+        self.barrier()
+        if self.is_main:
+            self.write_json(STATE_FILE, state)
+            _fsync_dir(self.tmp)
+            if self.final.exists():  # re-written after a resume from an earlier step
+                shutil.rmtree(self.final)
+            os.replace(self.tmp, self.final)
+            _fsync_dir(self.root)
+            write_text_atomic(self.root / "latest", self.final.name + "\n")
+            for old in step_dirs(self.root)[keep_last:]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.barrier()
+        return self.final
 
 
-def load_state(ckpt: Path) -> dict:
-    return json.loads((ckpt / STATE_FILE).read_text())
+# ---- formats ---------------------------------------------------------------------------------
+# whole:   model.safetensors (official names, buffers included), ema.safetensors,
+#          optimizer.safetensors (adam_m.<name>, adam_v.<name>)
+# sharded: index.json, buffers.safetensors, shard-<r>-of-<W>.safetensors ("<kind>/<name>": this
+#          rank's flat segment of each parameter; kinds model, ema, adam_m, adam_v)
+
+INDEX_FILE = "index.json"
+KINDS = ("model", "ema", "adam_m", "adam_v")
 
 
-def load_tensors(path: Path) -> Dict[str, np.ndarray]:
-    return load_file(str(path))
+def shard_file(rank: int, shards: int) -> str:
+    return f"shard-{rank:05d}-of-{shards:05d}.safetensors"
+
+
+class CheckpointReader:
+    """Whole arrays by parameter name, whatever the format and worker count that wrote them."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.sharded = (self.path / INDEX_FILE).is_file()
+        self.index = json.loads((self.path / INDEX_FILE).read_text()) if self.sharded else None
+        self._cache = {}
+
+    def state(self) -> dict:
+        return json.loads((self.path / STATE_FILE).read_text())
+
+    def has(self, kind: str) -> bool:
+        if self.sharded:
+            return kind in self.index["kinds"]
+        return (self.path / {"model": "model.safetensors", "ema": "ema.safetensors"}.get(
+            kind, "optimizer.safetensors")).is_file()
+
+    def _file(self, name: str) -> Dict[str, np.ndarray]:
+        if name not in self._cache:
+            self._cache[name] = load_file(str(self.path / name))
+        return self._cache[name]
+
+    def arrays(self, kind: str) -> Dict[str, np.ndarray]:
+        """{name: array}; for `model` and `ema` the buffers are included."""
+        if not self.sharded:
+            if kind in ("adam_m", "adam_v"):
+                prefix = kind + "."
+                return {k[len(prefix):]: v for k, v in self._file("optimizer.safetensors").items()
+                        if k.startswith(prefix)}
+            return dict(self._file(f"{kind}.safetensors"))
+        shards = self.index["shards"]
+        files = [self._file(shard_file(r, shards)) for r in range(shards)]
+        out = {}
+        for name, meta in self.index["params"].items():
+            flat = np.concatenate([f[f"{kind}/{name}"] for f in files])
+            out[name] = flat[:meta["numel"]].reshape(meta["shape"])
+        if kind in ("model", "ema"):
+            out.update(self._file("buffers.safetensors"))
+        return out

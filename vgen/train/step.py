@@ -1,116 +1,103 @@
 """The train step: loss -> grads -> per-bucket flatten + sync -> unscale, global-norm clip ->
-AdamW on the flat master -> EMA -> write the weights back into the model.
+AdamW on the flat fp32 master -> EMA -> write the weights back into the model.
 
 Each stage is a compiled function (ms.jit; PyNative when the run asks for it, with the same
-numbers): one for forward+backward, and per bucket one to flatten/sync its gradients and one to
-update it. Identical blocks share their compiled bucket functions. With grad_accum > 1, micro
-steps only add flat gradients into each bucket's accumulator: nothing is communicated.
+numbers): one for forward+backward, and per bucket one to flatten and synchronise its gradients
+and one to update it. Identical blocks share their compiled bucket functions. With grad_accum > 1,
+micro-steps add each bucket's gradients to an accumulator; under ZeRO 0/1 nothing is communicated
+until the last one (ZeRO-2/3 reduce every micro-step, keeping only the shard).
 """
 import mindspore as ms
 from mindspore import ParameterTuple, ops
 
+from ..parallel.sync import GradSync, flatten_local, flatten_rank_major
 from .optim import adamw_, ema_
-
-
-class LocalSync:
-    """Gradient synchronisation of a single process: nothing to do (parallel/ provides others)."""
-
-    sharded_grads = False
-
-    def reduce_grads(self, flat):
-        return flat
-
-    def gather_params(self, shard):
-        return shard
-
-    def shard_of(self, flat, lo, hi):
-        return flat[lo:hi]
-
-    def all_sum(self, x):
-        return x
-
-    def mean(self, x):
-        return x
 
 
 class BucketOps:
     """The compiled per-bucket functions (cached by input signature)."""
 
-    def __init__(self, sync, beta1, beta2, eps, weight_decay, jit=True):
-        self.sync = sync
+    def __init__(self, sync: GradSync, beta1, beta2, eps, weight_decay, jit=True):
+        self.grad_sync = sync
         self.beta1, self.beta2, self.eps, self.weight_decay = beta1, beta2, eps, weight_decay
         wrap = ms.jit if jit else (lambda f: f)
-        self.flatten = wrap(self._flatten)
+        self.local_grad = wrap(self._local_grad)
         self.accumulate = wrap(self._accumulate)
-        self.reduce = wrap(self._reduce)
-        self.update = wrap(self._update)
+        self.finish = wrap(self._finish)
         self.norm = wrap(self._norm)
+        self.update = wrap(self._update)
 
-    def _flat(self, padded, inv_scale, grads):
-        flat = ops.cat([g.astype(ms.float32).reshape(-1) for g in grads])
-        pad = padded - flat.shape[0]
-        if pad > 0:
-            flat = ops.cat([flat, ops.zeros(pad, ms.float32)])
-        return flat * inv_scale
+    def _reduced(self, layout, sharded, inv_scale, grads):
+        """This rank's averaged local gradient [L] of one bucket."""
+        if sharded:
+            return self.grad_sync.reduced_shard(flatten_local(grads) * inv_scale)
+        return self.grad_sync.reduce(flatten_rank_major(grads, layout, self.grad_sync.shards) * inv_scale)
 
-    def _reduce_flat(self, flat, lo, hi):
-        """Synchronised gradient of this rank's shard and its sum of squares."""
-        flat = self.sync.reduce_grads(flat)
-        if not self.sync.sharded_grads:
-            flat = flat[lo:hi]
-        return flat, (flat * flat).sum()
+    def _local_grad(self, layout, sharded, inv_scale, *grads):
+        g = self._reduced(layout, sharded, inv_scale, grads)
+        return g, (g * g).sum()
 
-    def _flatten(self, padded, lo, hi, inv_scale, *grads):
-        return self._reduce_flat(self._flat(padded, inv_scale, grads), lo, hi)
-
-    def _accumulate(self, acc, padded, inv_scale, *grads):
-        ops.assign_add(acc, self._flat(padded, inv_scale, grads))
+    def _accumulate(self, acc, layout, sharded, inv_scale, *grads):
+        if sharded or self.grad_sync.zero_stage >= 2:  # keep only the (reduced) shard
+            ops.assign_add(acc, self._reduced(layout, sharded, inv_scale, grads))
+        else:  # nothing is communicated on micro-steps
+            ops.assign_add(acc, flatten_rank_major(grads, layout, self.grad_sync.shards) * inv_scale)
         return acc
 
-    def _reduce(self, acc, lo, hi):
-        out = self._reduce_flat(acc * 1.0, lo, hi)
+    def _finish(self, acc, sharded):
+        g = acc * 1.0 if (sharded or self.grad_sync.zero_stage >= 2) else self.grad_sync.reduce(acc * 1.0)
         ops.assign(acc, ops.zeros_like(acc))
-        return out
+        return g, (g * g).sum()
 
     def _norm(self, grad_clip, *sumsqs):
-        total = ops.addn(list(sumsqs)) if len(sumsqs) > 1 else sumsqs[0]
-        if self.sync.sharded_grads:
-            total = self.sync.all_sum(total)
+        total = self.grad_sync.total(ops.addn(list(sumsqs)) if len(sumsqs) > 1 else sumsqs[0])
         norm = ops.sqrt(total)
         coef = ops.minimum(grad_clip / (norm + 1e-6), 1.0) if grad_clip > 0 else ops.ones_like(norm)
         return norm, coef, ops.isfinite(norm)
 
-    def _update(self, master, m, v, ema, decay_mask, g, lr, bc1, bc2, coef, keep, ema_decay, slots, *params):
+    def _update(self, master, m, v, ema, decay_mask, g, lr, bc1, bc2, coef, keep, ema_decay, layout, sharded,
+                *params):
         new = adamw_(master, m, v, g * coef, decay_mask, lr, self.weight_decay, self.beta1, self.beta2, self.eps,
                      bc1, bc2, keep)
         if ema is not None:
             ema_(ema, new, ema_decay, keep)
-        full = self.sync.gather_params(new)
-        for p, (offset, size) in zip(params, slots):
-            ops.assign(p, full[offset:offset + size].reshape(p.shape).astype(p.dtype))
+        if sharded:  # the parameters are the local segments
+            for p, (_, s, off) in zip(params, layout):
+                ops.assign(p, new[off:off + s].astype(p.dtype))
+            return lr
+        full = self.grad_sync.gather(new)  # [shards, L]
+        for p, (numel, s, off) in zip(params, layout):
+            ops.assign(p, full[:, off:off + s].reshape(-1)[:numel].reshape(p.shape).astype(p.dtype))
         return lr
 
 
 class TrainStep:
-    def __init__(self, loss_cell, buckets, *, sync=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                 grad_clip=0.0, loss_scaling=False, jit=True):
+    def __init__(self, loss_cell, buckets, *, sync: GradSync = None, beta1=0.9, beta2=0.999, eps=1e-8,
+                 weight_decay=0.0, grad_clip=0.0, loss_scaling=False, jit=True):
         self.loss_cell = loss_cell
         self.buckets = buckets
-        self.sync = sync or LocalSync()
+        self.grad_sync = sync or GradSync()
         self.grad_clip = float(grad_clip)
         self.loss_scaling = loss_scaling
+        # each SP rank differentiates loss / sp: cotangents stay partial sums over the SP group
+        self.inv_sp = 1.0 / self.grad_sync.sp
         params = [p for b in buckets for p in b.params]
         self.spans, start = [], 0
         for b in buckets:
             self.spans.append((start, start + len(b.params)))
             start += len(b.params)
         self.grad_fn = ms.value_and_grad(self._forward, None, ParameterTuple(params), has_aux=True)
-        self.grad_step = (ms.jit if jit else (lambda f: f))(self._grad_step)
-        self.ops = BucketOps(self.sync, beta1, beta2, eps, weight_decay, jit)
+        wrap = ms.jit if jit else (lambda f: f)
+        self.grad_step = wrap(self._grad_step)
+        self.mean_loss = wrap(self._mean_loss)
+        self.ops = BucketOps(self.grad_sync, beta1, beta2, eps, weight_decay, jit)
 
     def _forward(self, scale, inv_accum, *inputs):
         loss = self.loss_cell(*inputs).astype(ms.float32).mean()
-        return loss * scale * inv_accum, loss
+        return loss * (scale * inv_accum * self.inv_sp), loss
+
+    def _mean_loss(self, loss):
+        return self.grad_sync.mean_over_dp(loss)
 
     def _grad_step(self, scale, inv_accum, *inputs):
         (_, loss), grads = self.grad_fn(scale, inv_accum, *inputs)
@@ -123,27 +110,26 @@ class TrainStep:
         """Adds one micro-batch's gradients to the accumulators; returns its local loss."""
         loss, grads = self.grad_step(scale, inv_accum, *inputs)
         for b, g in zip(self.buckets, self._bucket_grads(grads)):
-            self.ops.accumulate(b.grad_acc, b.padded, inv_scale, *g)
+            self.ops.accumulate(b.grad_acc, b.layout, b.sharded, inv_scale, *g)
         return loss
 
-    def apply(self, hyper, flats):
-        """Clip by the global norm, update every bucket; returns (norm, finite)."""
+    def apply(self, hyper, grads_and_sumsqs):
+        """Clip by the global norm and update every bucket; returns the norm."""
         lr, bc1, bc2, ema_decay = hyper
-        norm, coef, finite = self.ops.norm(self.grad_clip, *[s for _, s in flats])
+        norm, coef, finite = self.ops.norm(self.grad_clip, *[s for _, s in grads_and_sumsqs])
         keep = finite if self.loss_scaling else None
-        for b, (g, _) in zip(self.buckets, flats):
-            slots = tuple((s.offset, s.size) for s in b.slots)
+        for b, (g, _) in zip(self.buckets, grads_and_sumsqs):
             self.ops.update(b.master, b.m, b.v, b.ema, b.decay_mask, g, lr, bc1, bc2, coef, keep, ema_decay,
-                            slots, *b.params)
+                            b.layout, b.sharded, *b.params)
         return norm
 
     def fused(self, hyper, scale, inv_scale, inputs):
         loss, grads = self.grad_step(scale, 1.0, *inputs)
-        flats = [self.ops.flatten(b.padded, b.lo, b.hi, inv_scale, *g)
+        local = [self.ops.local_grad(b.layout, b.sharded, inv_scale, *g)
                  for b, g in zip(self.buckets, self._bucket_grads(grads))]
         del grads
-        return self.sync.mean(loss), self.apply(hyper, flats)
+        return self.mean_loss(loss), self.apply(hyper, local)
 
     def finish_accumulated(self, hyper, local_loss):
-        flats = [self.ops.reduce(b.grad_acc, b.lo, b.hi) for b in self.buckets]
-        return self.sync.mean(local_loss), self.apply(hyper, flats)
+        local = [self.ops.finish(b.grad_acc, b.sharded) for b in self.buckets]
+        return self.mean_loss(local_loss), self.apply(hyper, local)

@@ -1,12 +1,13 @@
 """The one training loop, for every family.
 
-Order of setup: device -> world (dp x sp) -> family -> weights (checkpoint, pretrained or fresh
-init, in fp32) -> optimizer and EMA (fp32 copies) -> cast to the compute dtype -> data -> loop.
+Setup order: device -> mesh (dp x sp) -> family -> weights in fp32 (checkpoint, pretrained or
+fresh init) -> plans: SP on the attention cores, recompute on the blocks, ZeRO-3 on the layers
+-> flat buckets (fp32 masters, AdamW moments, EMA; sharded for ZeRO) -> cast to the compute
+dtype -> data -> loop.
 """
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -17,9 +18,14 @@ from omegaconf import DictConfig
 
 from ..data.loader import Prefetcher
 from ..data.sampler import GlobalBatchSampler
-from ..models.layers.init import materialize, named_params
+from ..models.layers.init import is_buffer, materialize, named_params
 from ..models.registry import build_family
 from ..models.weights import load_arrays, load_safetensors, net_arrays
+from ..parallel.comm import barrier
+from ..parallel.mesh import Mesh
+from ..parallel.recompute import apply_recompute
+from ..parallel.sync import GradSync
+from ..parallel.zero import shard_parameters
 from ..runtime import setup_device
 from . import checkpoint as ckpt_io
 from .batches import StepBatchBuilder
@@ -33,32 +39,15 @@ from .step import TrainStep
 log = logging.getLogger("vgen")
 
 
-@dataclass
-class World:
-    """This process's place in the job: world = dp x sp, SP groups of consecutive ranks."""
-
-    rank: int = 0
-    size: int = 1
-    sp: int = 1
-
-    @property
-    def dp(self):
-        return self.size // self.sp
-
-    @property
-    def dp_rank(self):
-        return self.rank // self.sp
-
-    @property
-    def is_main(self):
-        return self.rank == 0
-
-
 class Trainer:
-    def __init__(self, cfg: DictConfig, run_dir: Path, world: Optional[World] = None):
+    def __init__(self, cfg: DictConfig, run_dir: Path, mesh: Optional[Mesh] = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.world = world or World()
+        self.mesh = mesh or Mesh()
         self.ckpt_root = self.run_dir / "checkpoints"
+
+    def _barrier(self):
+        if self.mesh.size > 1:
+            barrier()
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -67,100 +56,133 @@ class Trainer:
             return None
         if self.cfg.resume != "auto":
             return Path(self.cfg.resume)
-        if self.world.is_main:
+        if self.mesh.is_main:
             ckpt_io.clean_partial(self.ckpt_root)
+        self._barrier()
         return ckpt_io.find_latest(self.ckpt_root)
 
     def setup(self):
-        cfg, s = self.cfg, self.cfg.schedule
+        cfg, s, p = self.cfg, self.cfg.schedule, self.cfg.parallel
         self.device = setup_device(cfg.device)
         self.policy = resolve_precision(cfg.precision.dtype, self.device, cfg.model.dtype_exempt)
         self.family = family = build_family(cfg.model)
         net = family.net
         self.resume_from = self._checkpoint_to_resume()
-        state = ckpt_io.load_state(self.resume_from) if self.resume_from else None
+        reader = ckpt_io.CheckpointReader(self.resume_from) if self.resume_from else None
 
-        # weights in fp32 first: master copies and EMA are taken from them
+        # weights in fp32 first: masters and EMA are taken from them
         materialize(net, cfg.seed)
-        if self.resume_from:
-            load_arrays(net, ckpt_io.load_tensors(self.resume_from / "model.safetensors"), str(self.resume_from))
+        if reader is not None:
+            load_arrays(net, reader.arrays("model"), str(self.resume_from))
         elif cfg.model.pretrained:
             load_safetensors(net, cfg.model.pretrained)
+        trainable = [(n, q) for n, q in named_params(net) if q.requires_grad]
+        full_values = {n: q.asnumpy() for n, q in trainable}
+        self.buffers = {n: q.asnumpy() for n, q in named_params(net) if is_buffer(q)}
 
-        trainable = [(n, p) for n, p in named_params(net) if p.requires_grad]
-        self.buckets = make_buckets(trainable, [list(b.get_parameters()) for b in family.blocks()],
-                                    lambda n, nd: not family.no_decay(n, nd), ema=s.ema_decay > 0,
-                                    accumulate=s.grad_accum > 1)
-        p = cfg.precision
-        self.scaler = LossScaler(self.policy.loss_scaling, p.loss_scale, p.dynamic_loss_scale, p.loss_scale_window,
-                                 p.loss_scale_factor, p.min_loss_scale)
+        # plans, in a fixed order: SP on attention cores -> recompute on blocks -> ZeRO on layers
+        if self.mesh.sp > 1:
+            if family.sp_plan is None:
+                raise ValueError(f"model family {family.name} has no sequence-parallel plan (parallel.sp=1)")
+            family.sp_plan(net, self.mesh.sp_group)
+        self.sync = GradSync(self.mesh, p.zero_stage)
+        blocks = family.blocks()
+        spec = "all" if self.sync.zero_stage == 3 else p.recompute  # ZeRO-3 re-gathers in backward
+        n_recomputed = apply_recompute(blocks, spec, keep_attention=not p.recompute_attention)
+        sharded = shard_parameters(net, self.mesh, full_values) if self.sync.zero_stage == 3 else set()
+        if self.mesh.is_main and (n_recomputed or self.sync.zero_stage):
+            log.info("ZeRO stage %d over %d ranks, recompute on %d/%d blocks", self.sync.zero_stage,
+                     self.sync.shards, n_recomputed, len(blocks))
+
+        self.buckets = make_buckets(trainable, [list(b.get_parameters()) for b in blocks],
+                                    lambda n, nd: not family.no_decay(n, nd), full_values, sharded_ids=sharded,
+                                    shards=self.sync.shards, shard_rank=self.sync.shard_rank, ema=s.ema_decay > 0,
+                                    accumulate=s.grad_accum > 1, accumulate_full=self.sync.zero_stage < 2)
+        del full_values
+        self.scaler = LossScaler(self.policy.loss_scaling, cfg.precision.loss_scale, cfg.precision.dynamic_loss_scale,
+                                 cfg.precision.loss_scale_window, cfg.precision.loss_scale_factor,
+                                 cfg.precision.min_loss_scale)
         self.start_step = 0
-        if state is not None:
-            self._restore(state)
+        if reader is not None:
+            self._restore(reader)
         self._cast_model(net)
-        self.step_fn = TrainStep(family.objective.loss_cell(net), self.buckets, beta1=s.beta1, beta2=s.beta2,
-                                 eps=s.eps, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
+        self.step_fn = TrainStep(family.objective.loss_cell(net), self.buckets, sync=self.sync, beta1=s.beta1,
+                                 beta2=s.beta2, eps=s.eps, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
                                  loss_scaling=self.policy.loss_scaling, jit=cfg.jit)
 
         self.dataset = build_dataset(cfg.data, family)
-        self.sampler = GlobalBatchSampler(len(self.dataset), s.batch_size, self.world.dp, s.grad_accum, cfg.seed,
+        self.sampler = GlobalBatchSampler(len(self.dataset), s.batch_size, self.mesh.dp, s.grad_accum, cfg.seed,
                                           shuffle=cfg.data.get("shuffle", True))
         dropout = cfg.data.text_dropout if cfg.data.text_dropout is not None else family.text.dropout
-        self.batches = StepBatchBuilder(self.dataset, family, self.sampler, seed=cfg.seed, dp_rank=self.world.dp_rank,
-                                        text_dropout=dropout, skip_bad=cfg.data.skip_bad)
+        self.batches = StepBatchBuilder(self.dataset, family, self.sampler, seed=cfg.seed,
+                                        dp_rank=self.mesh.dp_rank, text_dropout=dropout, skip_bad=cfg.data.skip_bad)
         return self
 
     def _cast_model(self, net):
         dtype = self.policy.compute_dtype
         if dtype == ms.float32:
             return
-        for name, p in named_params(net):
-            if p.requires_grad and not self.policy.keep_fp32(name):
-                p.set_dtype(dtype)
+        for name, q in named_params(net):
+            if q.requires_grad and not self.policy.keep_fp32(name):
+                q.set_dtype(dtype)
 
-    def _restore(self, state: dict):
-        """Model weights were loaded into the net (and so into the masters); moments and EMA here."""
-        d = self.resume_from
-        opt = ckpt_io.load_tensors(d / "optimizer.safetensors")
-        ema_file = d / "ema.safetensors"
-        ema = ckpt_io.load_tensors(ema_file) if ema_file.is_file() else None
+    def _restore(self, reader: ckpt_io.CheckpointReader):
+        """Model weights are in the net (and so in the masters); moments, EMA and counters here.
+        Works whatever worker count or ZeRO stage wrote the checkpoint."""
+        m, v = reader.arrays("adam_m"), reader.arrays("adam_v")
+        ema = reader.arrays("ema") if reader.has("ema") else reader.arrays("model")
         for b in self.buckets:
-            b.load_local("m", {n: opt["adam_m." + n] for n in b.names})
-            b.load_local("v", {n: opt["adam_v." + n] for n in b.names})
+            b.load_full("m", m)
+            b.load_full("v", v)
             if b.ema is not None:
-                b.load_local("ema", ema if ema is not None else ckpt_io.load_tensors(d / "model.safetensors"))
+                b.load_full("ema", ema)
+        state = reader.state()
         self.scaler.load_state_dict(state["loss_scaler"])
         self.start_step = int(state["step"])
-        log.info("resumed from %s at step %d", d, self.start_step)
+        if self.mesh.is_main:
+            log.info("resumed from %s at step %d", reader.path, self.start_step)
 
     # ---- checkpoints -------------------------------------------------------------------------
 
-    def _bucket_arrays(self, which: str, prefix: str = ""):
-        out = {}
-        for b in self.buckets:
-            out.update({prefix + n: a for n, a in b.local_arrays(which).items()})
-        return out
-
     def save(self, step: int):
-        if not self.world.is_main:
-            return
-        model = net_arrays(self.family.net)  # buffers; trainable weights come from the fp32 masters
-        model.update(self._bucket_arrays("master"))
-        files = {"model.safetensors": model}
-        if self.cfg.schedule.ema_decay > 0:
-            files["ema.safetensors"] = {**model, **self._bucket_arrays("ema")}
-        files["optimizer.safetensors"] = {**self._bucket_arrays("m", "adam_m."), **self._bucket_arrays("v", "adam_v.")}
+        """Whole files from rank 0 without sharding; every rank's segments (and an index) with."""
+        if self.device != "CPU":  # in-place updates of compiled steps may still be in flight
+            ms.runtime.synchronize()
+        w = ckpt_io.CheckpointWriter(self.ckpt_root, step, self.mesh.is_main, self._barrier).begin()
+        ema = self.cfg.schedule.ema_decay > 0
+        if self.sync.shards == 1:
+            if self.mesh.is_main:
+                model = {**self.buffers, **{n: a for b in self.buckets for n, a in b.full_arrays("master").items()}}
+                w.write("model.safetensors", model)
+                if ema:
+                    w.write("ema.safetensors", {**self.buffers, **{n: a for b in self.buckets
+                                                                   for n, a in b.full_arrays("ema").items()}})
+                w.write("optimizer.safetensors", {f"{kind}.{n}": a for kind, which in (("adam_m", "m"), ("adam_v", "v"))
+                                                  for b in self.buckets for n, a in b.full_arrays(which).items()})
+        else:
+            kinds = {"model": "master", "adam_m": "m", "adam_v": "v", **({"ema": "ema"} if ema else {})}
+            if self.mesh.is_main:
+                w.write("buffers.safetensors", self.buffers)
+                params = {sl.name: {"shape": list(sl.shape), "numel": sl.numel, "shard": sl.shard}
+                          for b in self.buckets for sl in b.slots}
+                w.write_json(ckpt_io.INDEX_FILE, {"format": "vgen-sharded-1", "shards": self.sync.shards,
+                                                  "kinds": sorted(kinds), "params": params})
+            w.write(ckpt_io.shard_file(self.sync.shard_rank, self.sync.shards),
+                    {f"{kind}/{n}": a for kind, which in kinds.items() for b in self.buckets
+                     for n, a in b.segments(which).items()})
         state = {
             "step": step,
             "loss_scaler": self.scaler.state_dict(),
             "data": {"next_step": step, "epoch": self.sampler.epoch_of(step),
                      "steps_per_epoch": self.sampler.steps_per_epoch, "global_batch": self.sampler.global_batch},
             "rng": {"seed": int(self.cfg.seed), "scheme": "keyed by (seed, step, global sample index, stream)"},
-            "world": {"size": self.world.size, "dp": self.world.dp, "sp": self.world.sp},
+            "world": {"size": self.mesh.size, "dp": self.mesh.dp, "sp": self.mesh.sp,
+                      "zero_stage": self.sync.zero_stage, "shards": self.sync.shards},
             "precision": self.policy.name,
         }
-        path = ckpt_io.save_checkpoint(self.ckpt_root, step, files, state, self.cfg.schedule.keep_last)
-        log.info("saved %s", path)
+        path = w.commit(state, self.cfg.schedule.keep_last)
+        if self.mesh.is_main:
+            log.info("saved %s", path)
 
     # ---- loop --------------------------------------------------------------------------------
 
@@ -169,16 +191,17 @@ class Trainer:
         return lr_at(update, s.lr, s.warmup_steps, s.lr_schedule, s.decay_steps or s.max_steps, s.min_lr)
 
     def run(self) -> dict:
-        cfg, s, w = self.cfg, self.cfg.schedule, self.world
+        cfg, s, mesh = self.cfg, self.cfg.schedule, self.mesh
         global_batch = self.sampler.global_batch
-        if w.is_main:
-            log.info("global batch %d = batch_size %d x dp %d x grad_accum %d | %s | %s | %d steps from %d",
-                     global_batch, s.batch_size, w.dp, s.grad_accum, self.device, self.policy.name, s.max_steps,
-                     self.start_step)
+        if mesh.is_main:
+            log.info("global batch %d = batch_size %d x dp %d x grad_accum %d (sp %d) | %s | %s | steps %d -> %d",
+                     global_batch, s.batch_size, mesh.dp, s.grad_accum, mesh.sp, self.device, self.policy.name,
+                     self.start_step, s.max_steps)
         if self.start_step >= s.max_steps:
-            log.info("nothing to do: already at step %d of %d", self.start_step, s.max_steps)
+            if mesh.is_main:
+                log.info("nothing to do: already at step %d of %d", self.start_step, s.max_steps)
             return {"step": self.start_step}
-        metrics = MetricsLog(self.run_dir, self.start_step, s.max_steps, cfg.progress) if w.is_main else None
+        metrics = MetricsLog(self.run_dir, self.start_step, s.max_steps, cfg.progress) if mesh.is_main else None
         prefetch = Prefetcher(self.batches.build, self.start_step, s.max_steps, cfg.data.prefetch)
         f32 = lambda v: Tensor(np.float32(v))
         window, last = [], {}
@@ -224,5 +247,5 @@ class Trainer:
         return {"step": s.max_steps, **last}
 
 
-def train(cfg: DictConfig, run_dir: Path, world: Optional[World] = None) -> dict:
-    return Trainer(cfg, run_dir, world).setup().run()
+def train(cfg: DictConfig, run_dir: Path, mesh: Optional[Mesh] = None) -> dict:
+    return Trainer(cfg, run_dir, mesh).setup().run()

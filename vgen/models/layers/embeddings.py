@@ -7,9 +7,10 @@ from mindspore import Tensor, nn, ops
 
 from .init import new_param, normal, xavier_uniform, zeros
 from .linear import GELUTanh, Linear, Mlp, SiLU
+from .sharding import ShardableLayer
 
 
-class Patchify3D(nn.Cell):
+class Patchify3D(ShardableLayer):
     """A Conv3d whose stride equals its kernel, computed as patchify + matmul (identical math,
     much faster than a strided conv on CPU). Weight [out, in, pt, ph, pw] as PyTorch's Conv3d."""
 
@@ -29,7 +30,8 @@ class Patchify3D(nn.Cell):
         pt, ph, pw = self.patch_size
         x = x.reshape(b, c, t // pt, pt, h // ph, ph, w // pw, pw)
         x = x.transpose(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, (t // pt) * (h // ph) * (w // pw), c * pt * ph * pw)
-        return ops.dense(x, self.weight.reshape(self.out_channels, -1), self.bias)
+        w = self.read("weight", self.weight).reshape(self.out_channels, -1)
+        return ops.dense(x, w, self.read("bias", self.bias))
 
 
 class PatchEmbed3D(nn.Cell):

@@ -2,9 +2,10 @@
 from mindspore import nn, ops
 
 from .init import InitFn, new_param, uniform_fan_in, xavier_uniform, zeros
+from .sharding import ShardableLayer
 
 
-class Linear(nn.Cell):
+class Linear(ShardableLayer):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  init: InitFn = None, bias_init: InitFn = zeros):
         super().__init__()
@@ -13,7 +14,7 @@ class Linear(nn.Cell):
         self.bias = new_param((out_features,), bias_init) if bias else None
 
     def construct(self, x):
-        return ops.dense(x, self.weight, self.bias)
+        return ops.dense(x, self.read("weight", self.weight), self.read("bias", self.bias))
 
 
 def torch_default_linear(in_features: int, out_features: int, bias: bool = True) -> Linear:

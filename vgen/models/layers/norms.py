@@ -4,9 +4,10 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from .init import new_param, ones, zeros
+from .sharding import ShardableLayer
 
 
-class LayerNorm(nn.Cell):
+class LayerNorm(ShardableLayer):
     """LayerNorm over the last dim; `affine=False` matches elementwise_affine=False (no params)."""
 
     def __init__(self, dim: int, eps: float = 1e-6, affine: bool = True):
@@ -22,15 +23,18 @@ class LayerNorm(nn.Cell):
     def construct(self, x):
         dtype = x.dtype
         if self.affine:
-            w, b = self.weight.astype(ms.float32), self.bias.astype(ms.float32)
+            w = self.read("weight", self.weight).astype(ms.float32)
+            b = self.read("bias", self.bias).astype(ms.float32)
         else:
             w, b = self.unit, self.zero
         y, _, _ = self.norm(x.astype(ms.float32), w, b)
         return y.astype(dtype)
 
 
-class RMSNorm(nn.Cell):
+class RMSNorm(ShardableLayer):
     """x * rsqrt(mean(x^2) + eps) * weight, in fp32."""
+
+    shardable = ("weight",)
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -41,4 +45,4 @@ class RMSNorm(nn.Cell):
         dtype = x.dtype
         xf = x.astype(ms.float32)
         y = xf * ops.rsqrt(ops.mean(xf * xf, -1, keep_dims=True) + self.eps)
-        return (y * self.weight.astype(ms.float32)).astype(dtype)
+        return (y * self.read("weight", self.weight).astype(ms.float32)).astype(dtype)

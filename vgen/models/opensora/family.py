@@ -2,6 +2,7 @@
 import numpy as np
 
 from ...objectives.iddpm import IDDPM
+from ...parallel.sequence import SequenceGather, SequenceSplit, UlyssesAttention
 from ..family import Family, LatentSpec, TextSpec
 from ..layers.init import declare_only
 from ..registry import register
@@ -14,6 +15,15 @@ SD_VAE = "sd-vae-ft-ema"
 def text_cond(batch):
     """(y [B, 1, L, C], mask [B, L], drop [B]) as STDiT takes them."""
     return batch["text_emb"][:, None], batch["text_mask"].astype(np.int32), batch["text_drop"]
+
+
+def sp_plan(net, group):
+    """Frames are split across the SP group: spatial attention, cross-attention and MLPs are
+    local; temporal attention trades the frame split for a head split (Ulysses)."""
+    net.sp_split = SequenceSplit(group, axis=1)
+    net.sp_gather = SequenceGather(group, axis=1)
+    for block in net.blocks:
+        block.attn_temp.core = UlyssesAttention(block.attn_temp.core, group)
 
 
 @register("opensora_stdit")
@@ -34,4 +44,5 @@ def build(cfg) -> Family:
         latent=LatentSpec(SD_VAE, cfg.in_channels, tuple(cfg.input_size), (1, 8, 8), cfg.latent_scale),
         cond_inputs=text_cond,
         blocks=lambda: list(net.blocks),
+        sp_plan=sp_plan,
     )

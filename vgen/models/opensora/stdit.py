@@ -6,7 +6,7 @@ attends within a frame, the temporal branch across frames at one spatial positio
 """
 import mindspore as ms
 import numpy as np
-from mindspore import nn
+from mindspore import nn, ops
 
 from ..layers.attention import CrossAttention, SelfAttention
 from ..layers.embeddings import CaptionEmbedder, PatchEmbed3D, TimestepEmbedder, sincos_1d, sincos_2d
@@ -55,7 +55,7 @@ class STDiTBlock(nn.Cell):
                   self.attn_temp.proj.weight, self.attn_temp.proj.bias):
             p.init_fn = zeros
 
-    def construct(self, x, y, t0, y_mask, num_frames: int, tpe=None):
+    def construct(self, x, y, t0, y_mask, num_frames: int, tpe=None, frame_mask=None):
         b, n, c = x.shape
         s = n // num_frames
         mod = self.scale_shift_table[None] + t0.reshape(b, 6, c)
@@ -70,7 +70,8 @@ class STDiTBlock(nn.Cell):
         x_t = positions_to_batch(x, num_frames, s)
         if tpe is not None:
             x_t = x_t + tpe
-        x_t = self.attn_temp(x_t)
+        key_mask = None if frame_mask is None else ops.broadcast_to(frame_mask[None], (x_t.shape[0], num_frames))
+        x_t = self.attn_temp(x_t, key_mask=key_mask)
         x = x + gate_msa * batch_to_positions(x_t, b)
 
         x = x + self.cross_attn(x, y, y_mask)
@@ -107,6 +108,9 @@ class STDiT(nn.Cell):
         self.y_embedder = CaptionEmbedder(caption_channels, hidden_size, model_max_length)
         self.blocks = nn.CellList([STDiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
         self.final_layer = T2IFinalLayer(hidden_size, int(np.prod(self.patch_size)), self.out_channels)
+        # sequence-parallel split points (set by the SP plan): frames are split across the group
+        self.sp_split = None
+        self.sp_gather = None
 
     def construct(self, x, timestep, y, mask, drop=None):
         dtype = self.x_embedder.proj.weight.dtype
@@ -115,17 +119,24 @@ class STDiT(nn.Cell):
         t_frames = grid[0]
         x = self.x_embedder(x.astype(dtype))  # [B, T*S, C]
         x = (x.reshape(b, t_frames, -1, self.hidden_size) + self.pos_embed.astype(dtype)[:, None])
+        tpe = self.pos_embed_temporal.astype(dtype)
+        frame_mask = None
+        if self.sp_split is not None:  # this rank's frames (padded to a multiple of sp, masked)
+            x, tpe = self.sp_split(x), self.sp_split(tpe)
+            frame_mask = self.sp_split.valid(t_frames, ms.float32)
+        local_frames = x.shape[1]
         x = x.reshape(b, -1, self.hidden_size)
 
         t = self.t_embedder(timestep, dtype)
         t0 = self.t_block(t)
         y = self.y_embedder(y.astype(dtype), drop).squeeze(1)  # [B, L, C]
 
-        tpe = self.pos_embed_temporal.astype(dtype)
         for i, block in enumerate(self.blocks):
-            x = block(x, y, t0, mask, t_frames, tpe if i == 0 else None)
+            x = block(x, y, t0, mask, local_frames, tpe if i == 0 else None, frame_mask)
 
         x = self.final_layer(x, t)
+        if self.sp_gather is not None:
+            x = self.sp_gather(x.reshape(b, local_frames, -1, x.shape[-1]), t_frames).reshape(b, -1, x.shape[-1])
         return self.unpatchify(x, grid).astype(ms.float32)
 
     def unpatchify(self, x, grid):

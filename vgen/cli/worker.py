@@ -1,0 +1,43 @@
+"""The msrun worker: trains from the frozen <run_dir>/config.yaml (Hydra does not compose here).
+
+    msrun ... vgen/cli/worker.py <run_dir>/config.yaml
+"""
+import sys
+from pathlib import Path
+
+# run as a script, this file's directory heads sys.path: keep it from shadowing other modules
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+
+def main(argv=None) -> int:
+    argv = argv if argv is not None else sys.argv[1:]
+    config_path = Path(argv[0])
+    from omegaconf import OmegaConf
+
+    from vgen.cli.common import fail, setup_logging
+    from vgen.config.validate import ConfigError
+    from vgen.data.errors import DataError
+    from vgen.models.weights import WeightsError
+    from vgen.parallel.comm import barrier, init_distributed
+    from vgen.parallel.mesh import build_mesh
+    from vgen.runtime import setup_device
+
+    cfg = OmegaConf.load(config_path)
+    setup_device(cfg.device)  # the device is chosen before communication starts
+    rank, size = init_distributed()
+    setup_logging(rank)
+    if size != cfg.parallel.workers:
+        fail(ConfigError(f"msrun started {size} workers but parallel.workers={cfg.parallel.workers}"))
+    mesh = build_mesh(rank, size, cfg.parallel.sp)
+    from vgen.train.trainer import train
+
+    try:
+        train(cfg, config_path.parent, mesh)
+    except (ConfigError, DataError, WeightsError) as e:
+        fail(e)
+    barrier()  # no rank leaves while a peer is still in a collective
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
