@@ -110,6 +110,29 @@ class CachedDataConfig(DataConfig):
 
 
 @dataclass
+class VideoDataConfig(DataConfig):
+    """Videos (and images) listed by a CSV, bucketed by resolution and length; latents and text
+    embeddings from caches made by vgen-cache, or encoded online by the frozen VAE / text encoder."""
+
+    kind: str = "video"
+    csv_path: str = MISSING
+    root: Optional[str] = None  # video paths are relative to it (default: the CSV's directory)
+    schema: str = "generic"  # generic: video,caption[,num_frames,height,width,fps] | webvid
+    video_column: Optional[str] = None
+    caption_column: Optional[str] = None
+    buckets: Optional[str] = None  # a bucket table (conf/buckets/<name>.yaml or a YAML path); None: fixed size
+    num_frames: int = 16  # pixel frames per clip without buckets
+    resolution: List[int] = field(default_factory=lambda: [256, 256])  # (h, w) without buckets
+    frame_stride: int = 3  # stride between sampled frames (Open-Sora's frame_interval)
+    target_fps: Optional[float] = None  # sample at this fps instead of a fixed stride
+    cache_dir: Optional[str] = None  # <cache_dir>/text/ and <cache_dir>/latent_<h>x<w>/ from vgen-cache
+    latents: str = "online"  # online (frozen VAE inside the step) | cache
+    text: str = "online"  # online (frozen text encoder) | cache
+    probe_cache: Optional[str] = None  # JSON file caching probed video metadata
+    shuffle: bool = True
+
+
+@dataclass
 class TrainConfig:
     model: Any = MISSING
     data: Any = MISSING

@@ -1,11 +1,12 @@
 """Registers the schemas in Hydra's ConfigStore, once, before Hydra composes."""
 from hydra.core.config_store import ConfigStore
 
-from .models import STDiTConfig
-from .schema import CachedDataConfig, SyntheticDataConfig, TrainConfig
+from .models import STDiT2Config, STDiTConfig
+from .schema import CachedDataConfig, SyntheticDataConfig, TrainConfig, VideoDataConfig
 
-MODEL_SCHEMAS = {"stdit_schema": STDiTConfig}
-DATA_SCHEMAS = {"synthetic_schema": SyntheticDataConfig, "cached_schema": CachedDataConfig}
+MODEL_SCHEMAS = {"stdit_schema": STDiTConfig, "stdit2_schema": STDiT2Config}
+DATA_SCHEMAS = {"synthetic_schema": SyntheticDataConfig, "cached_schema": CachedDataConfig,
+                "video_schema": VideoDataConfig}
 
 _registered = False
 

@@ -38,7 +38,25 @@ def _model_checks_stdit(m, cfg, err):
             f"choose sp among {divisors}")
 
 
-MODEL_CHECKS: Dict[str, Callable] = {"opensora_stdit": _model_checks_stdit}
+def _model_checks_stdit2(m, cfg, err):
+    if m.hidden_size % m.num_heads:
+        err(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
+    if m.hidden_size % 12:
+        err(f"model.hidden_size={m.hidden_size} must be divisible by 12 (size conditioning splits it in 3, "
+            f"2D sin-cos positions in 4)")
+    from .models import OPENSORA_MASK_RATIOS
+
+    unknown = sorted(set(m.mask_ratios) - set(OPENSORA_MASK_RATIOS))
+    if unknown:
+        err(f"model.mask_ratios has unknown mask(s) {unknown}; known: {sorted(OPENSORA_MASK_RATIOS)}")
+    if abs(sum(m.mask_ratios.values()) - 1.0) > 1e-6:
+        err(f"model.mask_ratios sum to {sum(m.mask_ratios.values())}, not 1")
+    if cfg.parallel.sp > 1:
+        err("parallel.sp > 1: STDiT2 has no sequence-parallel plan yet (its temporal RoPE needs global "
+            "frame positions); use parallel.sp=1 with ZeRO or data parallel")
+
+
+MODEL_CHECKS: Dict[str, Callable] = {"opensora_stdit": _model_checks_stdit, "opensora_stdit2": _model_checks_stdit2}
 
 
 def validate(cfg: DictConfig) -> None:

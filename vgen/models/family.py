@@ -41,6 +41,10 @@ class Family:
     sp_plan: Callable = None  # (net, sp_group) -> places the split points and Ulysses cores
     no_decay_patterns: Sequence[str] = field(default_factory=lambda: ("embedding", "pos_embed", "scale_shift_table"))
     extra_streams: Sequence[str] = ()  # keyed random streams the family draws in cond_inputs
+    loss_cell: Callable = None  # net -> Cell(x0, noise, t, *cond) -> [B]; default: objective.loss_cell
+
+    def make_loss_cell(self, net):
+        return self.loss_cell(net) if self.loss_cell is not None else self.objective.loss_cell(net)
 
     def no_decay(self, name: str, ndim: int) -> bool:
         """Biases, norms (1-D) and embeddings are excluded from weight decay."""

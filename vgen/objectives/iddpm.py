@@ -65,17 +65,28 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
     return 0.5 * (-1.0 + logvar2 - logvar1 + ops.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * ops.exp(-logvar2))
 
 
-def mean_flat(x):
-    return x.reshape(x.shape[0], -1).mean(-1)
+def mean_flat(x, frame_mask=None):
+    """Mean over all but the batch dim; with a frame mask [B, T] of a [B, C, T, H, W] tensor, the
+    mean over the masked-in frames only (OpenSora 1.1)."""
+    if frame_mask is None:
+        return x.reshape(x.shape[0], -1).mean(-1)
+    m = frame_mask.astype(x.dtype)
+    per_frame = x.sum(axis=(1, 3, 4))  # [B, T]
+    return (per_frame * m).sum(-1) / (m.sum(-1) * (x.shape[1] * x.shape[3] * x.shape[4]))
 
 
 class IDDPMLoss(nn.Cell):
-    """Per-sample IDDPM loss of a denoiser called as net(x_t, t, *cond)."""
+    """Per-sample IDDPM loss of a denoiser called as net(x_t, t, *cond).
 
-    def __init__(self, net: nn.Cell, tables: DiffusionTables, learn_sigma: bool = True):
+    With `frame_mask_arg` (the index in cond of a [B, T] frame mask, True = trained frame, as
+    OpenSora 1.1 passes x_mask to its model), masked-out frames are given clean (x_t at t = 0)
+    and the loss averages over the trained frames only."""
+
+    def __init__(self, net: nn.Cell, tables: DiffusionTables, learn_sigma: bool = True, frame_mask_arg=None):
         super().__init__()
         self.net = net
         self.learn_sigma = learn_sigma
+        self.frame_mask_arg = frame_mask_arg
         for name in ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
                      "sqrt_recipm1_alphas_cumprod", "posterior_log_variance_clipped", "posterior_mean_coef1",
                      "posterior_mean_coef2", "log_betas"):
@@ -88,10 +99,17 @@ class IDDPMLoss(nn.Cell):
     def construct(self, x0, noise, t, *cond):
         nd = x0.ndim
         x_t = self._at(self.sqrt_alphas_cumprod, t, nd) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, t, nd) * noise
+        fm = None
+        if self.frame_mask_arg is not None:
+            fm = cond[self.frame_mask_arg]
+            t0 = ops.zeros_like(t)
+            x_t0 = self._at(self.sqrt_alphas_cumprod, t0, nd) * x0 + \
+                self._at(self.sqrt_one_minus_alphas_cumprod, t0, nd) * noise
+            x_t = ops.where(fm[:, None, :, None, None], x_t, x_t0)
         out = self.net(x_t, t, *cond)
         c = x0.shape[1]
         eps = out[:, :c]
-        mse = mean_flat((noise - eps) ** 2)
+        mse = mean_flat((noise - eps) ** 2, fm)
         if not self.learn_sigma:
             return mse
         # variational bound on the variance only: the mean prediction is detached
@@ -105,8 +123,8 @@ class IDDPMLoss(nn.Cell):
         frac = (var_values + 1.0) / 2.0
         model_log_var = frac * max_log + (1.0 - frac) * min_log
         true_mean = coef1 * x0 + coef2 * x_t
-        kl = mean_flat(normal_kl(true_mean, min_log, model_mean, model_log_var)) / LOG2
-        nll = -mean_flat(discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_var)) / LOG2
+        kl = mean_flat(normal_kl(true_mean, min_log, model_mean, model_log_var), fm) / LOG2
+        nll = -mean_flat(discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_var), fm) / LOG2
         vb = ops.where(t == 0, nll, kl)
         return mse + vb
 
@@ -129,5 +147,5 @@ class IDDPM:
         noise = np.stack([r.standard_normal(latent_shape, dtype=np.float32) for r in rngs["noise"]])
         return {"t": t, "noise": noise}
 
-    def loss_cell(self, net: nn.Cell) -> nn.Cell:
-        return IDDPMLoss(net, self.tables, self.learn_sigma)
+    def loss_cell(self, net: nn.Cell, frame_mask_arg=None) -> nn.Cell:
+        return IDDPMLoss(net, self.tables, self.learn_sigma, frame_mask_arg)

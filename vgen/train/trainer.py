@@ -106,7 +106,7 @@ class Trainer:
         if reader is not None:
             self._restore(reader)
         self._cast_model(net)
-        self.step_fn = TrainStep(family.objective.loss_cell(net), self.buckets, sync=self.sync, beta1=s.beta1,
+        self.step_fn = TrainStep(family.make_loss_cell(net), self.buckets, sync=self.sync, beta1=s.beta1,
                                  beta2=s.beta2, eps=s.eps, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
                                  loss_scaling=self.policy.loss_scaling, jit=cfg.jit)
 
