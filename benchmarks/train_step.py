@@ -58,7 +58,7 @@ def bare_steps(trainer, steps):
         opt(grads)
         return loss
 
-    batches = [tuple(Tensor(a) for a in trainer.batches.build(i).micro[0].inputs) for i in range(steps)]
+    batches = [trainer._inputs(trainer.batches.build(i).micro[0]) for i in range(steps)]
     times = []
     for b in batches:
         t0 = time.perf_counter()

@@ -8,6 +8,8 @@ from vgen.models.registry import build_family
 CASES = [
     ("opensora_stdit", "opensora_v1_0_stdit_xl2_16x256x256.txt", 759_620_768),
     ("opensora_stdit2", "opensora_v1_1_stdit2_xl2.txt", 767_452_100),
+    ("hunyuan", "hunyuanvideo_dit.txt", 12_821_012_544),
+    ("hunyuan_noguidance", "hunyuanvideo_dit_noguidance.txt", 12_810_782_784),
 ]
 
 

@@ -130,10 +130,9 @@ def test_fp16_overflow_leaves_weights_unchanged(tmp_path):
     tr = Trainer(cfg, tmp_path / "r").setup()
     before = {n: p.asnumpy().copy() for n, p in named_params(tr.family.net)}
     masters = [b.master.asnumpy().copy() for b in tr.buckets]
-    batch = tr.batches.build(0).micro[0].inputs
+    batch = tr._inputs(tr.batches.build(0).micro[0])
     f32 = lambda v: Tensor(np.float32(v))
-    loss, norm = tr.step_fn.fused((f32(1e-3), f32(0.1), f32(0.001), f32(0.0)), f32(1e30), f32(1e-30),
-                                  tuple(map(Tensor, batch)))
+    loss, norm = tr.step_fn.fused((f32(1e-3), f32(0.1), f32(0.001), f32(0.0)), f32(1e30), f32(1e-30), batch)
     assert not np.isfinite(float(norm))
     for n, p in named_params(tr.family.net):
         np.testing.assert_array_equal(p.asnumpy(), before[n])

@@ -7,6 +7,8 @@ Layout of --out:
     videos/clip_00000.mp4 ...   H.264 (yuv420p) clips, 24-48 frames, 64x64, 48x80 or 80x48 (h x w)
     images/image_00000.png ...  1-frame samples
     train.csv                   video,caption,num_frames,height,width,fps (paths relative to --out)
+    tokenizer.json              a word-level tokenizer of the caption vocabulary (T5's special ids:
+                                <pad> 0, </s> 1, <unk> 2) for the tiny text encoder
 Captions name what is drawn: "a red circle moving left on a black background".
 The set is a pure function of --seed. Encoding uses the ffmpeg binary of the imageio-ffmpeg
 package (raw RGB frames through a pipe), so no system ffmpeg is needed."""
@@ -29,6 +31,8 @@ SIZES = ((64, 64), (48, 80), (80, 48))  # (height, width), even as yuv420p needs
 FRAME_COUNTS = (24, 32, 40, 48)
 FPS_CHOICES = (24, 30)
 CSV_NAME = "train.csv"
+TOKENIZER_NAME = "tokenizer.json"
+SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2 as T5's
 CSV_COLUMNS = ("video", "caption", "num_frames", "height", "width", "fps")
 
 
@@ -123,6 +127,24 @@ def make_image(seed: int, index: int):
     return image, f"a {colour} {shape} on a {background} background"
 
 
+def caption_vocabulary():
+    """Every word a caption can use."""
+    words = {"a", "moving", "on", "background", *COLOURS, *BACKGROUNDS, *SHAPES, *DIRECTIONS}
+    return sorted(words)
+
+
+def write_tokenizer(path: str) -> None:
+    """A word-level tokenizer.json (the `tokenizers` package) of the caption vocabulary."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    vocab = {w: i for i, w in enumerate([*SPECIALS, *caption_vocabulary()])}
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = Whitespace()
+    tok.save(path)
+
+
 def build(out: str, num: int, seed: int, num_images: int, workers: int = 2) -> str:
     """Write the set into `out`; returns the CSV path."""
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
@@ -147,6 +169,7 @@ def build(out: str, num: int, seed: int, num_images: int, workers: int = 2) -> s
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
         writer.writerows(rows)
+    write_tokenizer(os.path.join(out, TOKENIZER_NAME))
     return csv_path
 
 

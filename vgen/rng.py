@@ -4,7 +4,8 @@ index, stream): the same numbers whatever the worker count, and an exact resume 
 The global sample index is the sample's position in the step's global batch."""
 import numpy as np
 
-STREAMS = {"timestep": 1, "noise": 2, "text_drop": 3, "latent": 4, "frames": 5, "frame_mask": 6, "data": 7}
+STREAMS = {"timestep": 1, "noise": 2, "text_drop": 3, "latent": 4, "frames": 5, "frame_mask": 6, "data": 7,
+           "vae_noise": 8}
 
 
 def keyed_rng(seed: int, step: int, index: int, stream: str) -> np.random.Generator:

@@ -95,3 +95,39 @@ class STDiT2Config(ModelConfig):
     objective: IDDPMConfig = field(default_factory=IDDPMConfig)
     text_encoder: TextEncoderConfig = field(default_factory=lambda: TextEncoderConfig(max_length=200))
     vae: VAEConfig = field(default_factory=VAEConfig)
+
+
+@dataclass
+class RectifiedFlowConfig:
+    kind: str = "rectified_flow"
+    timestep_sampling: str = "logit_normal"  # logit_normal | uniform (see objectives/rectified_flow.py)
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 1.0  # training-time shift of s towards noise
+    sample_shift: float = 7.0  # the official sampler's shift (7 at 720p, 5 in predict())
+    sampling_steps: int = 50
+
+
+@dataclass
+class HunyuanConfig(ModelConfig):
+    """HunyuanVideo DiT (HYVideo-T/2-cfgdistill at the official sizes)."""
+
+    family: str = "hunyuan"
+    input_size: List[int] = field(default_factory=lambda: [33, 90, 160])  # latent (T, H, W): 129 x 720 x 1280
+    in_channels: int = 16
+    patch_size: List[int] = field(default_factory=lambda: [1, 2, 2])
+    hidden_size: int = 3072
+    num_heads: int = 24
+    mlp_ratio: float = 4.0
+    depth_double: int = 20
+    depth_single: int = 40
+    rope_dims: List[int] = field(default_factory=lambda: [16, 56, 56])
+    rope_theta: float = 256.0
+    text_dim: int = 4096  # LLM hidden states (LLaVA-LLaMA-3-8B hidden_states[-3])
+    text_len: int = 256  # tokens after the prompt-template crop
+    clip_dim: int = 768  # CLIP-L pooled
+    refiner_depth: int = 2
+    guidance_embed: bool = True  # the cfg-distilled release embeds the guidance scale
+    train_guidance: float = 6.0  # guidance fed to guidance_in while training (the official default)
+    text_dropout: float = 0.2  # captions replaced by the cached empty prompt
+    objective: RectifiedFlowConfig = field(default_factory=RectifiedFlowConfig)

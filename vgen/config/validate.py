@@ -56,7 +56,19 @@ def _model_checks_stdit2(m, cfg, err):
             "frame positions); use parallel.sp=1 with ZeRO or data parallel")
 
 
-MODEL_CHECKS: Dict[str, Callable] = {"opensora_stdit": _model_checks_stdit, "opensora_stdit2": _model_checks_stdit2}
+def _model_checks_hunyuan(m, cfg, err):
+    if m.hidden_size % m.num_heads:
+        err(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
+    elif sum(m.rope_dims) != m.hidden_size // m.num_heads:
+        err(f"model.rope_dims={list(m.rope_dims)} must sum to the head dim {m.hidden_size // m.num_heads}")
+    sp = cfg.parallel.sp
+    if m.num_heads % sp:
+        divisors = [d for d in range(1, m.num_heads + 1) if m.num_heads % d == 0]
+        err(f"parallel.sp={sp} does not divide model.num_heads={m.num_heads}: Ulysses splits the heads; "
+            f"choose sp among {divisors}")
+
+
+MODEL_CHECKS: Dict[str, Callable] = {"hunyuan": _model_checks_hunyuan, "opensora_stdit": _model_checks_stdit, "opensora_stdit2": _model_checks_stdit2}
 
 
 def validate(cfg: DictConfig) -> None:

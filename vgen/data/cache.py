@@ -62,7 +62,7 @@ class CachedLatentDataset:
         line, video, _, _ = self.items[index]
         return f"{self.csv_path} line {line} ({video})"
 
-    def get(self, index: int, rng) -> dict:
+    def get(self, index: int, rng, shape=None) -> dict:
         line, video, text_path, latent_path = self.items[index]
         t = load_npz(text_path, ("text_emb", "mask"))
         if t["text_emb"].shape != (self.text_len, self.text_dim) or t["mask"].shape != (self.text_len,):

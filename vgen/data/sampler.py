@@ -29,8 +29,8 @@ class GlobalBatchSampler:
             self._perm_epoch = epoch
         return self._perm
 
-    def micro_positions(self, dp_rank: int, micro: int) -> np.ndarray:
-        """Global sample indices of (rank, micro-step) within a step."""
+    def micro_positions(self, dp_rank: int, micro: int, step: int = None) -> np.ndarray:
+        """Global sample indices of (rank, micro-step) within a step (the same for every step)."""
         start = micro * self.batch_size * self.dp + dp_rank * self.batch_size
         return np.arange(start, start + self.batch_size)
 
@@ -42,3 +42,10 @@ class GlobalBatchSampler:
 
     def epoch_of(self, step: int) -> int:
         return step // self.steps_per_epoch
+
+    def global_batch_of(self, step: int) -> int:
+        return self.global_batch
+
+    def state_dict(self, step: int) -> dict:
+        return {"kind": "global", "next_step": step, "epoch": self.epoch_of(step),
+                "steps_per_epoch": self.steps_per_epoch, "global_batch": self.global_batch}

@@ -9,17 +9,17 @@ from ..rng import keyed_rng
 
 class SyntheticDataset:
     def __init__(self, num_samples: int, latent_shape, text_len: int, text_dim: int, min_text_len: int = 4,
-                 seed: int = 0):
+                 seed: int = 0, pooled_dim: int = 0):
         self.num_samples = num_samples
         self.latent_shape = tuple(latent_shape)  # (C, T, H, W)
-        self.text_len, self.text_dim = text_len, text_dim
+        self.text_len, self.text_dim, self.pooled_dim = text_len, text_dim, pooled_dim
         self.min_text_len = max(1, min(min_text_len, text_len))
         self.seed = seed
 
     def __len__(self):
         return self.num_samples
 
-    def get(self, index: int, rng=None) -> dict:
+    def get(self, index: int, rng=None, shape=None) -> dict:
         g = keyed_rng(self.seed, 0, index, "data")
         c, t, h, w = self.latent_shape
         f = 4 if h % 4 == 0 and w % 4 == 0 else 1
@@ -29,4 +29,17 @@ class SyntheticDataset:
         text = np.zeros((self.text_len, self.text_dim), np.float32)
         text[:n_valid] = g.standard_normal((n_valid, self.text_dim), dtype=np.float32)
         mask = (np.arange(self.text_len) < n_valid).astype(np.uint8)
-        return {"latent": latent, "text_emb": text, "text_mask": mask}
+        sample = {"latent": latent, "text_emb": text, "text_mask": mask}
+        if self.pooled_dim:
+            sample["text_pooled"] = g.standard_normal(self.pooled_dim, dtype=np.float32)
+        return sample
+
+    def empty_text(self) -> dict:
+        """The 'empty prompt' of this data set: one valid token, fixed by the seed."""
+        g = keyed_rng(self.seed, 0, -1 & 0x7FFFFFFF, "data")
+        text = np.zeros((self.text_len, self.text_dim), np.float32)
+        text[0] = g.standard_normal(self.text_dim, dtype=np.float32)
+        out = {"text_emb": text, "text_mask": (np.arange(self.text_len) < 1).astype(np.uint8)}
+        if self.pooled_dim:
+            out["text_pooled"] = g.standard_normal(self.pooled_dim, dtype=np.float32)
+        return out

@@ -14,6 +14,10 @@ class TextSpec:
     dim: int
     length: int
     dropout: float  # default caption-dropout probability during training
+    pooled_dim: int = 0  # a pooled text vector per caption (`text_pooled`, e.g. CLIP), 0 = none
+    # caption dropout: "model" passes flags to the model (a learned null caption inside it);
+    # "empty" replaces the text inputs by the cached empty-prompt embedding
+    drop_to: str = "model"
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,13 @@ class LatentSpec:
     compression: Tuple[int, int, int]  # VAE (t, h, w) compression
     scale: float  # latent = (vae latent - shift) * scale
     shift: float = 0.0
+
+    def latent_shape(self, frames: int, height: int, width: int) -> Tuple[int, int, int, int]:
+        """(C, t, h, w) of the latent of a clip; a temporal compression c > 1 is causal: the first
+        frame alone, then groups of c ((frames - 1) / c + 1 latent frames)."""
+        ct, ch, cw = self.compression
+        t = frames if ct == 1 else (frames - 1) // ct + 1
+        return self.channels, t, height // ch, width // cw
 
 
 @dataclass

@@ -16,7 +16,8 @@ def register(name: str):
 
 
 def _load_builtin():
-    from .opensora import family  # noqa: F401  (registers opensora_stdit)
+    from .hunyuan import family as _hunyuan  # noqa: F401  (registers hunyuan)
+    from .opensora import family as _opensora  # noqa: F401  (registers opensora_stdit, opensora_stdit2)
 
 
 def build_family(model_cfg) -> Family:

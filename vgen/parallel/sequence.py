@@ -67,3 +67,34 @@ class UlyssesAttention(nn.Cell):
         if key_mask is not None:  # [B, N/sp] -> [B, N] (as float: CPU collectives are float-only)
             key_mask = self.gather_mask(key_mask.astype(ms.float32).swapaxes(0, 1)).swapaxes(0, 1)
         return self.to_sequence(self.core(q, k, v, key_mask))
+
+
+class JointUlyssesAttention(nn.Cell):
+    """Ulysses for joint [image, text] attention (HunyuanVideo): the image tokens (all but the last
+    `text_len`) are split across the group and trade that split for a head split; the text tokens
+    are whole on every rank, which keeps its own heads of them. After the core, image outputs go
+    back to the sequence split and text outputs are gathered over heads."""
+
+    def __init__(self, core: nn.Cell, group: Group, text_len: int):
+        super().__init__()
+        self.core, self.text_len = core, text_len
+        self.n, self.rank = group.size, group.rank
+        self.to_heads = AllToAll(group, split_dim=1, concat_dim=2)
+        self.to_sequence = AllToAll(group, split_dim=2, concat_dim=1)
+        self.gather = AllGather(group)
+
+    def _split(self, x, n_img: int):
+        hs = x.shape[1] // self.n
+        return ops.cat((self.to_heads(x[:, :, :n_img]), x[:, self.rank * hs:(self.rank + 1) * hs, n_img:]), 2)
+
+    def construct(self, q, k, v, key_mask=None):
+        n_img = q.shape[2] - self.text_len
+        q, k, v = self._split(q, n_img), self._split(k, n_img), self._split(v, n_img)
+        if key_mask is not None:  # gather the image part: [B, n_img] -> [B, n_img * sp]
+            img_mask = self.gather(key_mask[:, :n_img].astype(ms.float32).swapaxes(0, 1)).swapaxes(0, 1)
+            key_mask = ops.cat((img_mask, key_mask[:, n_img:].astype(ms.float32)), 1)
+        out = self.core(q, k, v, key_mask)
+        n_all = n_img * self.n
+        img = self.to_sequence(out[:, :, :n_all])
+        txt = self.gather(out[:, :, n_all:].swapaxes(0, 1)).swapaxes(0, 1)  # heads back together
+        return ops.cat((img, txt), 2)

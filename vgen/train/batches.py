@@ -1,13 +1,14 @@
-"""Model inputs for one step on this rank: samples from the data set, keyed random draws
-(timesteps, noise, caption dropout) and the family's conditioning, as numpy arrays."""
+"""One step's data on this rank: samples from the data set (in the bucket of the step), keyed
+random draws (timesteps, noise, caption dropout, VAE sampling noise, the family's own streams).
+Built in the prefetch thread as numpy; `model_inputs` turns a micro-batch into the loss cell's
+inputs once the online encoders (if any) have filled in latents and text embeddings."""
 import logging
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List
 
 import numpy as np
 
 from ..data.errors import DataError
-from ..data.sampler import GlobalBatchSampler
 from ..rng import sample_rngs
 
 log = logging.getLogger("vgen")
@@ -16,7 +17,7 @@ MAX_REPLACEMENTS = 50
 
 @dataclass
 class MicroBatch:
-    inputs: Tuple[np.ndarray, ...]  # (x0, noise, t, *cond) in the order of the loss cell
+    batch: dict  # latent or video, text_emb/text_mask or caption, metadata, draws, rngs
     positions: np.ndarray  # global sample indices within the step
     skipped: int = 0  # bad samples replaced while building it
 
@@ -24,21 +25,29 @@ class MicroBatch:
 @dataclass
 class StepBatch:
     micro: List[MicroBatch] = field(default_factory=list)
+    shape: tuple = None  # the step's bucket (pixel frames, height, width), when bucketed
 
     @property
     def skipped(self):
         return sum(m.skipped for m in self.micro)
 
 
+def _stack(samples, key):
+    values = [s[key] for s in samples]
+    if isinstance(values[0], str):
+        return values
+    return np.stack([np.asarray(v) for v in values])
+
+
 class StepBatchBuilder:
-    def __init__(self, dataset, family, sampler: GlobalBatchSampler, *, seed: int, dp_rank: int,
-                 text_dropout: float, skip_bad: bool):
+    def __init__(self, dataset, family, sampler, *, seed: int, dp_rank: int, text_dropout: float, skip_bad: bool):
         self.dataset, self.family, self.sampler = dataset, family, sampler
         self.seed, self.dp_rank = seed, dp_rank
         self.text_dropout, self.skip_bad = text_dropout, skip_bad
+        self.bucketed = hasattr(sampler, "shape_of")
         self.bad = set()  # data-set indices known to fail
 
-    def _sample(self, step: int, position: int):
+    def _sample(self, step: int, position: int, shape):
         """The sample at `position`, walking on past bad samples when skip_bad."""
         rng = sample_rngs(self.seed, step, [position], ["latent"])["latent"][0]
         for shift in range(MAX_REPLACEMENTS):
@@ -46,7 +55,7 @@ class StepBatchBuilder:
             if index in self.bad:
                 continue
             try:
-                return self.dataset.get(index, rng), shift
+                return self.dataset.get(index, rng, shape), shift
             except DataError as e:
                 if not self.skip_bad:
                     raise
@@ -54,21 +63,47 @@ class StepBatchBuilder:
                 log.warning("skipping bad sample: %s", e)
         raise DataError(f"{MAX_REPLACEMENTS} bad samples in a row at step {step}: the data set is mostly unreadable")
 
+    def _drop_to_empty(self, batch):
+        """Dropped captions become the empty prompt's embedding (families without a null caption)."""
+        if not batch["text_drop"].any():
+            return
+        if not hasattr(self.dataset, "empty_text"):
+            raise DataError("this model drops captions to the empty prompt's embedding, which the data set "
+                            "does not provide: build the text cache with vgen-cache text (it writes text/empty.npz)")
+        empty = self.dataset.empty_text()
+        for key, value in empty.items():
+            if key in batch:
+                batch[key][batch["text_drop"]] = value
+
     def build(self, step: int) -> StepBatch:
-        out = StepBatch()
+        shape = self.sampler.shape_of(step) if self.bucketed else None
+        out = StepBatch(shape=shape)
         for m in range(self.sampler.accum):
-            positions = self.sampler.micro_positions(self.dp_rank, m)
+            positions = self.sampler.micro_positions(self.dp_rank, m, step)
             samples, skipped = [], 0
             for p in positions:
-                s, shift = self._sample(step, int(p))
+                s, shift = self._sample(step, int(p), shape)
                 samples.append(s)
                 skipped += shift
-            batch = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
-            streams = ["timestep", "noise", "text_drop", *self.family.extra_streams]
+            batch = {k: _stack(samples, k) for k in samples[0]}
+            streams = ["timestep", "noise", "text_drop", "vae_noise", *self.family.extra_streams]
             rngs = sample_rngs(self.seed, step, positions, streams)
-            draws = self.family.objective.draw(rngs, batch["latent"].shape[1:])
+            if "latent" in batch:
+                latent_shape = batch["latent"].shape[1:]
+            else:  # encoded online: draw the VAE's sampling noise here too
+                _, _, t, h, w = batch["video"].shape
+                latent_shape = self.family.latent.latent_shape(t, h, w)
+                batch["vae_noise"] = np.stack([r.standard_normal(latent_shape, dtype=np.float32)
+                                               for r in rngs["vae_noise"]])
+            batch.update(self.family.objective.draw(rngs, latent_shape))
             batch["text_drop"] = np.array([r.random() < self.text_dropout for r in rngs["text_drop"]])
+            if self.family.text.drop_to == "empty":
+                self._drop_to_empty(batch)
             batch["rngs"] = rngs
-            inputs = (batch["latent"], draws["noise"], draws["t"]) + tuple(self.family.cond_inputs(batch))
-            out.micro.append(MicroBatch(inputs, positions, skipped))
+            out.micro.append(MicroBatch(batch, positions, skipped))
         return out
+
+
+def model_inputs(family, batch) -> tuple:
+    """(x0, noise, t, *cond) for the loss cell."""
+    return (batch["latent"], batch["noise"], batch["t"]) + tuple(family.cond_inputs(batch))

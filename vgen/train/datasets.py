@@ -1,5 +1,6 @@
-"""The data set of a run, shaped by the family's specs."""
+"""The data set of a run, shaped by the family's specs, and the sampler that batches it."""
 from ..data.cache import CachedLatentDataset
+from ..data.sampler import GlobalBatchSampler
 from ..data.synthetic import SyntheticDataset
 
 
@@ -8,7 +9,7 @@ def build_dataset(data_cfg, family):
     if data_cfg.kind == "synthetic":
         size = tuple(data_cfg.latent_size or lat.size)
         return SyntheticDataset(data_cfg.num_samples, (lat.channels, *size), data_cfg.text_len or txt.length, txt.dim,
-                                data_cfg.min_text_len)
+                                data_cfg.min_text_len, pooled_dim=txt.pooled_dim)
     if data_cfg.kind == "cached":
         frames = data_cfg.num_frames or lat.size[0]
         return CachedLatentDataset(data_cfg.csv_path, data_cfg.text_emb_dir, data_cfg.latent_dir,
@@ -17,3 +18,16 @@ def build_dataset(data_cfg, family):
                                    frame_stride=data_cfg.frame_stride, video_column=data_cfg.video_column,
                                    skip_bad=data_cfg.skip_bad)
     raise ValueError(f"data.kind={data_cfg.kind!r}: expected synthetic or cached")
+
+
+def build_data(cfg, family, dp: int):
+    """(dataset, sampler): fixed-shape data with the global-batch sampler; videos with buckets
+    with the bucket sampler."""
+    d, s = cfg.data, cfg.schedule
+    if d.kind == "video":
+        from .video_data import build_video_data
+
+        return build_video_data(cfg, family, dp)
+    dataset = build_dataset(d, family)
+    return dataset, GlobalBatchSampler(len(dataset), s.batch_size, dp, s.grad_accum, cfg.seed,
+                                       shuffle=d.get("shuffle", True))

@@ -17,7 +17,6 @@ from mindspore import Tensor
 from omegaconf import DictConfig
 
 from ..data.loader import Prefetcher
-from ..data.sampler import GlobalBatchSampler
 from ..models.layers.init import is_buffer, materialize, named_params
 from ..models.registry import build_family
 from ..models.weights import load_arrays, load_safetensors, net_arrays
@@ -28,9 +27,10 @@ from ..parallel.sync import GradSync
 from ..parallel.zero import shard_parameters
 from ..runtime import setup_device
 from . import checkpoint as ckpt_io
-from .batches import StepBatchBuilder
+from .batches import StepBatchBuilder, model_inputs
 from .buckets import make_buckets
-from .datasets import build_dataset
+from .datasets import build_data
+from .encoding import OnlineEncoders
 from .lr import lr_at
 from .metrics import MetricsLog
 from .precision import LossScaler, resolve_precision
@@ -110,9 +110,11 @@ class Trainer:
                                  beta2=s.beta2, eps=s.eps, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
                                  loss_scaling=self.policy.loss_scaling, jit=cfg.jit)
 
-        self.dataset = build_dataset(cfg.data, family)
-        self.sampler = GlobalBatchSampler(len(self.dataset), s.batch_size, self.mesh.dp, s.grad_accum, cfg.seed,
-                                          shuffle=cfg.data.get("shuffle", True))
+        self.dataset, self.sampler = build_data(cfg, family, self.mesh.dp)
+        online_vae = cfg.data.kind == "video" and cfg.data.latents == "online"
+        online_text = cfg.data.kind == "video" and cfg.data.text == "online"
+        self.encoders = (OnlineEncoders(cfg.model, family.latent, vae=online_vae, text=online_text, seed=cfg.seed,
+                                        jit=cfg.jit) if (online_vae or online_text) else None)
         dropout = cfg.data.text_dropout if cfg.data.text_dropout is not None else family.text.dropout
         self.batches = StepBatchBuilder(self.dataset, family, self.sampler, seed=cfg.seed,
                                         dp_rank=self.mesh.dp_rank, text_dropout=dropout, skip_bad=cfg.data.skip_bad)
@@ -173,8 +175,7 @@ class Trainer:
         state = {
             "step": step,
             "loss_scaler": self.scaler.state_dict(),
-            "data": {"next_step": step, "epoch": self.sampler.epoch_of(step),
-                     "steps_per_epoch": self.sampler.steps_per_epoch, "global_batch": self.sampler.global_batch},
+            "data": self.sampler.state_dict(step),
             "rng": {"seed": int(self.cfg.seed), "scheme": "keyed by (seed, step, global sample index, stream)"},
             "world": {"size": self.mesh.size, "dp": self.mesh.dp, "sp": self.mesh.sp,
                       "zero_stage": self.sync.zero_stage, "shards": self.sync.shards},
@@ -186,17 +187,30 @@ class Trainer:
 
     # ---- loop --------------------------------------------------------------------------------
 
+    def _inputs(self, micro) -> tuple:
+        """The loss cell's inputs of a micro-batch, after online encoding when the run has it."""
+        batch = self.encoders(micro.batch) if self.encoders is not None else micro.batch
+        return tuple(Tensor(a) for a in model_inputs(self.family, batch))
+
     def _lr(self, update: int) -> float:
         s = self.cfg.schedule
         return lr_at(update, s.lr, s.warmup_steps, s.lr_schedule, s.decay_steps or s.max_steps, s.min_lr)
 
     def run(self) -> dict:
         cfg, s, mesh = self.cfg, self.cfg.schedule, self.mesh
-        global_batch = self.sampler.global_batch
         if mesh.is_main:
-            log.info("global batch %d = batch_size %d x dp %d x grad_accum %d (sp %d) | %s | %s | steps %d -> %d",
-                     global_batch, s.batch_size, mesh.dp, s.grad_accum, mesh.sp, self.device, self.policy.name,
-                     self.start_step, s.max_steps)
+            if hasattr(self.sampler, "histogram"):
+                from ..data.buckets import format_histogram
+
+                log.info("buckets (epoch %d):\n%s", self.sampler.epoch_of(self.start_step),
+                         format_histogram(self.sampler.histogram(self.sampler.epoch_of(self.start_step))))
+                log.info("global batch per bucket = bucket batch size x dp %d x grad_accum %d (sp %d) | %s | %s | "
+                         "steps %d -> %d", mesh.dp, s.grad_accum, mesh.sp, self.device, self.policy.name,
+                         self.start_step, s.max_steps)
+            else:
+                log.info("global batch %d = batch_size %d x dp %d x grad_accum %d (sp %d) | %s | %s | steps %d -> %d",
+                         self.sampler.global_batch, s.batch_size, mesh.dp, s.grad_accum, mesh.sp, self.device,
+                         self.policy.name, self.start_step, s.max_steps)
         if self.start_step >= s.max_steps:
             if mesh.is_main:
                 log.info("nothing to do: already at step %d of %d", self.start_step, s.max_steps)
@@ -215,12 +229,11 @@ class Trainer:
                 hyper = (f32(lr), f32(1 - s.beta1 ** step), f32(1 - s.beta2 ** step), f32(s.ema_decay))
                 scale, inv_scale = f32(self.scaler.scale), f32(1.0 / self.scaler.scale)
                 if s.grad_accum == 1:
-                    loss, norm = self.step_fn.fused(hyper, scale, inv_scale, tuple(map(Tensor, batch.micro[0].inputs)))
+                    loss, norm = self.step_fn.fused(hyper, scale, inv_scale, self._inputs(batch.micro[0]))
                 else:
                     local = 0.0
                     for mb in batch.micro:
-                        local += float(self.step_fn.micro(scale, f32(1.0 / s.grad_accum), inv_scale,
-                                                          tuple(map(Tensor, mb.inputs))))
+                        local += float(self.step_fn.micro(scale, f32(1.0 / s.grad_accum), inv_scale, self._inputs(mb)))
                     loss, norm = self.step_fn.finish_accumulated(hyper, f32(local / s.grad_accum))
                 loss, norm = float(loss), float(norm)
                 t1 = time.perf_counter()
@@ -230,9 +243,11 @@ class Trainer:
                 self.scaler.update(finite)
                 window.append(loss)
                 last = {"loss": loss, "lr": lr, "grad_norm": norm, "loss_scale": scale_used, "step_time_s": dt,
-                        "samples_per_s": global_batch / dt, "data_wait_s": prefetch.waited_s - waited0,
+                        "samples_per_s": self.sampler.global_batch_of(update) / dt, "data_wait_s": prefetch.waited_s - waited0,
                         "overflow": int(not finite), "overflows_total": self.scaler.overflows,
                         "data_skipped": batch.skipped}
+                if batch.shape is not None:
+                    last["bucket"] = "x".join(map(str, batch.shape))
                 if metrics is not None:
                     metrics.advance(loss, lr, dt)
                     if step % s.log_every == 0 or step == s.max_steps:

@@ -369,6 +369,11 @@ class HunyuanDiT(nn.Cell):
                                           for _ in range(depth_single)])
         self.final_layer = FinalLayer(hidden_size, int(np.prod(self.patch_size)), self.out_channels)
         self.rope = Rope3D(rope_dims, rope_theta)
+        # sequence-parallel split points (set by the SP plan): image tokens are split across the
+        # group (with their RoPE rows), text tokens stay whole on every rank
+        self.sp_split = None
+        self.sp_split_rows = None
+        self.sp_gather = None
 
     def construct(self, x, t, text_states, text_mask, text_states_2, guidance=None):
         dtype = self.img_in.proj.weight.dtype
@@ -384,9 +389,15 @@ class HunyuanDiT(nn.Cell):
         text_mask = text_mask.astype(ms.float32)
         img = self.img_in(x.astype(dtype))  # [B, T'*H'*W', C]
         txt = self.txt_in(text_states.astype(dtype), t, text_mask, dtype)
-        n_img = img.shape[1]
-        key_mask = ops.cat((ops.ones((b, n_img), ms.float32), text_mask), 1)
         cos, sin = self.rope(grid[0], grid[1], grid[2])
+        n_full = img.shape[1]
+        if self.sp_split is not None:  # this rank's image tokens (padded to a multiple of sp, masked)
+            img, cos, sin = self.sp_split(img), self.sp_split_rows(cos), self.sp_split_rows(sin)
+            img_mask = ops.broadcast_to(self.sp_split.valid(n_full, ms.float32)[None], (b, img.shape[1]))
+        else:
+            img_mask = ops.ones((b, n_full), ms.float32)
+        n_img = img.shape[1]
+        key_mask = ops.cat((img_mask, text_mask), 1)
 
         for block in self.double_blocks:
             img, txt = block(img, txt, vec, key_mask, cos, sin)
@@ -395,6 +406,8 @@ class HunyuanDiT(nn.Cell):
             h = block(h, vec, n_img, key_mask, cos, sin)
 
         out = self.final_layer(h[:, :n_img], vec)
+        if self.sp_gather is not None:
+            out = self.sp_gather(out, n_full)
         return self.unpatchify(out, grid).astype(ms.float32)
 
     def unpatchify(self, x, grid):

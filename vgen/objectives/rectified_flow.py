@@ -1,0 +1,70 @@
+"""Rectified flow as HunyuanVideo uses it: x_s = (1 - s) x0 + s eps, the model predicts the
+velocity v = eps - x0 from (x_s, t = 1000 s), loss = mean squared error.
+
+Training timesteps are not published. We draw s logit-normally (s = sigmoid(n), n ~ N(mean, std),
+as SD3 found best for rectified flow) and optionally shift them towards noise,
+s' = shift s / (1 + (shift - 1) s), the same map the official sampler applies to its schedule
+(shift 7 at 720p; a shift > 1 spends more training on the noisier half, which higher resolutions
+need). `timestep_sampling: uniform` draws s ~ U(0, 1) instead.
+
+The sampler is Euler on sigma = linspace(1, 0, N + 1) shifted by `sample_shift`."""
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+
+def shift_sigma(s, shift: float):
+    return shift * s / (1.0 + (shift - 1.0) * s)
+
+
+class RectifiedFlowLoss(nn.Cell):
+    """Per-sample MSE between the predicted and the true velocity of net(x_s, 1000 s, *cond)."""
+
+    def __init__(self, net: nn.Cell):
+        super().__init__()
+        self.net = net
+
+    def construct(self, x0, noise, s, *cond):
+        sb = s.reshape((-1,) + (1,) * (x0.ndim - 1))
+        x_s = (1.0 - sb) * x0 + sb * noise
+        v = self.net(x_s, s * 1000.0, *cond)
+        return ((v - (noise - x0)) ** 2).reshape(x0.shape[0], -1).mean(-1)
+
+
+class RectifiedFlow:
+    def __init__(self, timestep_sampling: str = "logit_normal", logit_mean: float = 0.0, logit_std: float = 1.0,
+                 shift: float = 1.0, sample_shift: float = 7.0, sampling_steps: int = 50):
+        if timestep_sampling not in ("logit_normal", "uniform"):
+            raise ValueError(f"timestep_sampling={timestep_sampling!r}: expected logit_normal or uniform")
+        self.timestep_sampling = timestep_sampling
+        self.logit_mean, self.logit_std, self.shift = logit_mean, logit_std, shift
+        self.sample_shift, self.sampling_steps = sample_shift, sampling_steps
+
+    def draw_s(self, rng: np.random.Generator) -> float:
+        if self.timestep_sampling == "uniform":
+            s = rng.random()
+        else:
+            s = 1.0 / (1.0 + np.exp(-(self.logit_mean + self.logit_std * rng.standard_normal())))
+        return float(shift_sigma(s, self.shift))
+
+    def draw(self, rngs, latent_shape):
+        """Keyed draws per sample: s in (0, 1) (passed as `t`) and the noise."""
+        s = np.array([self.draw_s(r) for r in rngs["timestep"]], np.float32)
+        noise = np.stack([r.standard_normal(latent_shape, dtype=np.float32) for r in rngs["noise"]])
+        return {"t": s, "noise": noise}
+
+    def loss_cell(self, net: nn.Cell) -> nn.Cell:
+        return RectifiedFlowLoss(net)
+
+    def sigmas(self, steps: int = None) -> np.ndarray:
+        steps = steps or self.sampling_steps
+        return shift_sigma(np.linspace(1.0, 0.0, steps + 1), self.sample_shift)
+
+    def sample(self, velocity, noise, steps: int = None):
+        """Euler integration from noise (sigma 1) to data (sigma 0); velocity(x, t [B]) -> v."""
+        x = noise
+        sig = self.sigmas(steps)
+        b = noise.shape[0]
+        for i in range(len(sig) - 1):
+            t = Tensor(np.full(b, sig[i] * 1000.0, np.float32))
+            x = x + float(sig[i + 1] - sig[i]) * velocity(x, t)
+        return x
