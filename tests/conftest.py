@@ -27,7 +27,8 @@ def compose(overrides=()):
 
 def cli(*args, env=None, timeout=600, check=False):
     """Runs a vgen console script (by module) in a fresh process."""
-    module = {"vgen-train": "vgen.cli.train", "vgen-inspect": "vgen.cli.inspect_model"}[args[0]]
+    module = {"vgen-train": "vgen.cli.train", "vgen-inspect": "vgen.cli.inspect_model",
+              "vgen-cache": "vgen.cli.cache"}[args[0]]
     full_env = {**os.environ, **(env or {})}
     r = subprocess.run([sys.executable, "-m", module, *args[1:]], capture_output=True, text=True, timeout=timeout,
                        env=full_env, cwd=str(REPO))

@@ -102,7 +102,7 @@ class Trainer:
         self.scaler = LossScaler(self.policy.loss_scaling, cfg.precision.loss_scale, cfg.precision.dynamic_loss_scale,
                                  cfg.precision.loss_scale_window, cfg.precision.loss_scale_factor,
                                  cfg.precision.min_loss_scale)
-        self.start_step = 0
+        self.start_step, self.data_state = 0, None
         if reader is not None:
             self._restore(reader)
         self._cast_model(net)
@@ -113,8 +113,11 @@ class Trainer:
         self.dataset, self.sampler = build_data(cfg, family, self.mesh.dp)
         online_vae = cfg.data.kind == "video" and cfg.data.latents == "online"
         online_text = cfg.data.kind == "video" and cfg.data.text == "online"
-        self.encoders = (OnlineEncoders(cfg.model, family.latent, vae=online_vae, text=online_text, seed=cfg.seed,
+        # seed 0: the tiny encoders' weights are the ones vgen-cache used (its manifests say seed0)
+        self.encoders = (OnlineEncoders(cfg.model, family.latent, vae=online_vae, text=online_text, seed=0,
                                         jit=cfg.jit) if (online_vae or online_text) else None)
+        if self.data_state and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(self.data_state)  # continue the same epoch plan exactly
         dropout = cfg.data.text_dropout if cfg.data.text_dropout is not None else family.text.dropout
         self.batches = StepBatchBuilder(self.dataset, family, self.sampler, seed=cfg.seed,
                                         dp_rank=self.mesh.dp_rank, text_dropout=dropout, skip_bad=cfg.data.skip_bad)
@@ -141,6 +144,7 @@ class Trainer:
         state = reader.state()
         self.scaler.load_state_dict(state["loss_scaler"])
         self.start_step = int(state["step"])
+        self.data_state = state.get("data")
         if self.mesh.is_main:
             log.info("resumed from %s at step %d", reader.path, self.start_step)
 

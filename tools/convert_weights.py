@@ -1,0 +1,454 @@
+#!/usr/bin/env python
+"""Convert an official checkpoint into a vgen safetensors file (official names, checked layout).
+
+    python tools/convert_weights.py hunyuan     mp_rank_00_model_states.pt  hunyuan_dit.safetensors --allow-pickle
+    python tools/convert_weights.py hunyuan_vae pytorch_model.pt            hunyuan_vae.safetensors --allow-pickle
+    python tools/convert_weights.py hunyuan     dit.safetensors             out.safetensors --dtype bf16
+
+Inputs: `.safetensors` are read directly (no code runs). `.pt` / `.pth` / `.bin` are Python pickles,
+and unpickling an untrusted file can run arbitrary code: they are read only with `--allow-pickle`
+(which needs torch; torch.load runs with weights_only=True where torch supports it).
+
+Official containers handled (as nested dicts in a .pt, or as dotted key prefixes in a .safetensors):
+  hunyuan      the DiT state dict is bare or under "module" (DeepSpeed *_model_states.pt, the official
+               release) or "ema"; `--load-key` picks which (default "module", as hyvideo/inference.py)
+  hunyuan_vae  optionally under "state_dict"; if any key starts with "vae." only those are kept,
+               prefix removed (hyvideo/vae/__init__.py load_vae)
+Our parameter names are the official ones, so no renaming is needed for these families.
+
+Every name and shape is checked against our model built under declare_only() (no weights are
+allocated) before anything is read or written: missing, unexpected and mis-shaped keys are all
+named. Tensors are then converted one at a time (fp32 by default, `--dtype bf16|fp16|fp32`) and
+streamed into the output, so peak memory is about one tensor (safetensors inputs, and .pt files torch
+can memory-map); the file appears atomically.
+"""
+import argparse
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
+OUT_DTYPES = {"fp32": ("F32", np.float32), "fp16": ("F16", np.float16), "bf16": ("BF16", None)}
+REPORT_LIMIT = 20  # names listed per problem kind; the count is always complete
+
+if importlib.util.find_spec("vgen") is None:  # run as a script from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class ConversionError(RuntimeError):
+    pass
+
+
+# ---- families: builder + key transforms ------------------------------------------------------
+
+def build_hunyuan_dit(preset: str):
+    from vgen.models.hunyuan.dit import build_hunyuan_dit as build
+
+    return build(preset)
+
+
+def build_hunyuan_vae(preset: str):
+    try:
+        from vgen.models.hunyuan.vae import build_hunyuan_vae as build
+    except ImportError as e:
+        raise ConversionError(f"the HunyuanVideo VAE model (vgen.models.hunyuan.vae) is not available: {e}")
+    return build(preset)
+
+
+def presets_of(module: str) -> List[str]:
+    try:
+        return sorted(importlib.import_module(module).PRESETS)
+    except ImportError:
+        return []
+
+
+def take_container(keys: Sequence[str], container: str) -> Dict[str, str]:
+    """{inner name: raw key} of the keys under `container.` (the dict `ckpt[container]`)."""
+    prefix = container + "."
+    return {k[len(prefix):]: k for k in keys if k.startswith(prefix)}
+
+
+def unwrap_hunyuan_dit(keys: Sequence[str], load_key: str) -> Dict[str, str]:
+    """hyvideo/inference.py load_state_dict: a checkpoint holding "module" or "ema" is a container
+    and the weights are ckpt[load_key]; otherwise it is the bare state dict."""
+    containers = sorted({k.split(".", 1)[0] for k in keys} & {"module", "ema"})
+    if not containers:
+        return {k: k for k in keys}
+    if load_key not in containers:
+        raise ConversionError(f"the checkpoint holds {containers} but not the requested --load-key {load_key!r}")
+    return take_container(keys, load_key)
+
+
+def unwrap_hunyuan_vae(keys: Sequence[str], load_key: str) -> Dict[str, str]:
+    """hyvideo/vae/__init__.py load_vae: ckpt["state_dict"] if present; then, if any key starts with
+    "vae.", only those keys, prefix removed."""
+    mapping = {k: k for k in keys}
+    if any(k.startswith("state_dict.") for k in keys):
+        mapping = take_container(keys, "state_dict")
+    if any(k.startswith("vae.") for k in mapping):
+        mapping = {k[len("vae."):]: raw for k, raw in mapping.items() if k.startswith("vae.")}
+    return mapping
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    build: Callable[[str], object]  # preset -> model declared under declare_only()
+    default_preset: str
+    presets_module: str
+    unwrap: Callable[[Sequence[str], str], Dict[str, str]]  # raw keys, load key -> {official name: raw key}
+    rename: Callable[[str], str] = staticmethod(lambda name: name)  # official name -> ours (identity here)
+
+
+FAMILIES = {
+    "hunyuan": FamilySpec(build_hunyuan_dit, "HYVideo-T/2-cfgdistill", "vgen.models.hunyuan.dit", unwrap_hunyuan_dit),
+    "hunyuan_vae": FamilySpec(build_hunyuan_vae, "884-16c", "vgen.models.hunyuan.vae", unwrap_hunyuan_vae),
+}
+
+
+def model_layout(family: str, preset: Optional[str] = None):
+    """(expected, derived): (name, shape) of every entry a checkpoint must provide, in state-dict
+    order, and the names of derived buffers (recomputed from the config, never loaded), from our
+    model built under declare_only(): no weights are allocated."""
+    from vgen.models.layers.init import is_derived, named_params
+
+    spec = FAMILIES[family]
+    net = spec.build(preset or spec.default_preset)
+    expected = [(n, tuple(int(d) for d in p.shape)) for n, p in named_params(net) if not is_derived(p)]
+    return expected, [n for n, p in named_params(net) if is_derived(p)]
+
+
+def expected_layout(family: str, preset: Optional[str] = None) -> List[Tuple[str, Tuple[int, ...]]]:
+    return model_layout(family, preset)[0]
+
+
+# ---- reading checkpoints ---------------------------------------------------------------------
+
+class SafetensorsSource:
+    def __init__(self, path: Path):
+        importlib.import_module("mindspore")  # registers numpy's bfloat16, needed to read BF16 tensors
+        from safetensors import safe_open
+
+        self._file = safe_open(str(path), framework="numpy")
+        self._handle = self._file.__enter__()
+
+    def keys(self) -> List[str]:
+        return list(self._handle.keys())
+
+    def shape(self, key: str) -> Tuple[int, ...]:
+        return tuple(int(d) for d in self._handle.get_slice(key).get_shape())
+
+    def dtype_tag(self, key: str) -> str:
+        return self._handle.get_slice(key).get_dtype()
+
+    def read(self, key: str) -> np.ndarray:
+        return self._handle.get_tensor(key)
+
+    def close(self):
+        self._file.__exit__(None, None, None)
+
+
+def flatten_tensors(obj, is_tensor, prefix: str = "") -> Dict[str, object]:
+    """Nested dicts -> {"a.b.c": tensor}; non-tensor leaves (step counters, configs) are dropped."""
+    out = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten_tensors(v, is_tensor, f"{prefix}{k}."))
+    elif is_tensor(obj):
+        out[prefix[:-1]] = obj
+    return out
+
+
+TORCH_INT_TAGS = {"int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+
+
+class TorchPickleSource:
+    def __init__(self, path: Path):
+        try:
+            import torch
+        except ImportError:
+            raise ConversionError(f"{path} is a PyTorch pickle: reading it needs torch installed "
+                                  "(pip install torch, CPU build) or a .safetensors copy of the checkpoint")
+        self._torch = torch
+        obj = self._load(torch, path)
+        self._tensors = flatten_tensors(obj, lambda v: isinstance(v, torch.Tensor))
+
+    @staticmethod
+    def _load(torch, path: Path):
+        """torch.load with weights_only=True (only tensors and plain containers are unpickled) and
+        mmap (tensors read on demand) where this torch has them; a rejected file is an error,
+        never a retry with full unpickling."""
+        supported = inspect.signature(torch.load).parameters
+        kwargs = {"map_location": "cpu"}
+        if "weights_only" in supported:
+            kwargs["weights_only"] = True
+        else:
+            print("warning: this torch has no weights_only; using plain torch.load (--allow-pickle given)",
+                  file=sys.stderr)
+        if "mmap" in supported:
+            kwargs["mmap"] = True
+        while True:
+            try:
+                return torch.load(str(path), **kwargs)
+            except RuntimeError as e:
+                if kwargs.pop("mmap", False) and "mmap" in str(e):  # legacy (non-zip) files cannot be mapped
+                    continue
+                raise ConversionError(f"torch.load could not read {path}: {e}")
+            except Exception as e:
+                raise ConversionError(f"torch.load(weights_only=True) refused {path}: {e}. Only checkpoints of "
+                                      "tensors and plain containers are read.")
+
+    def keys(self) -> List[str]:
+        return list(self._tensors)
+
+    def shape(self, key: str) -> Tuple[int, ...]:
+        return tuple(int(d) for d in self._tensors[key].shape)
+
+    def dtype_tag(self, key: str) -> str:
+        t = self._tensors[key]
+        if t.is_floating_point():
+            return "F"  # any float: converted to the output dtype
+        return TORCH_INT_TAGS.get(str(t.dtype).replace("torch.", ""), str(t.dtype))
+
+    def read(self, key: str) -> np.ndarray:
+        t = self._tensors[key].detach().cpu()
+        if t.dtype == self._torch.bfloat16:  # numpy has no bf16: widen exactly
+            t = t.float()
+        return t.contiguous().numpy()
+
+    def close(self):
+        self._tensors = {}
+
+
+def open_source(path: Path, allow_pickle: bool):
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise ConversionError(f"checkpoint not found: {path}")
+    if suffix in SAFETENSORS_SUFFIXES:
+        return SafetensorsSource(path)
+    if suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ConversionError(
+                f"{path} is a PyTorch pickle ({suffix}): unpickling can run arbitrary code, so it is read only "
+                f"with --allow-pickle (torch.load with weights_only=True). Pass --allow-pickle if you trust the "
+                f"file, or convert from a .safetensors copy.")
+        return TorchPickleSource(path)
+    raise ConversionError(f"unknown checkpoint format {suffix!r} for {path}: expected .safetensors or "
+                          f"{'/'.join(PICKLE_SUFFIXES)} (with --allow-pickle)")
+
+
+# ---- dtype conversion ------------------------------------------------------------------------
+
+def bf16_bits(x: np.ndarray) -> np.ndarray:
+    """fp32 -> bfloat16 bit patterns (uint16), round to nearest even as torch does; NaN stays NaN."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    rounded = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+    nan = np.isnan(x)
+    return np.where(nan, ((u >> np.uint32(16)) | np.uint32(0x0040)).astype(np.uint16), rounded)
+
+
+def as_float32(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).astype(np.float32)  # bf16 (mindspore's numpy dtype) and fp16 widen exactly
+
+
+def encode(a: np.ndarray, out_dtype: str, name: str) -> Tuple[str, bytes]:
+    """(safetensors dtype tag, raw little-endian bytes) of one tensor in the output dtype; float
+    tensors only (integer tensors are copied as they are)."""
+    arr = np.asarray(a)
+    if arr.dtype.kind in "iub":
+        tags = {np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.bool_): "BOOL",
+                np.dtype(np.uint8): "U8", np.dtype(np.int8): "I8", np.dtype(np.int16): "I16"}
+        if arr.dtype not in tags:
+            raise ConversionError(f"{name}: unsupported integer dtype {arr.dtype}")
+        return tags[arr.dtype], np.ascontiguousarray(arr, arr.dtype.newbyteorder("<")).tobytes()
+    x = as_float32(arr)
+    tag, np_dtype = OUT_DTYPES[out_dtype]
+    if out_dtype == "bf16":
+        data = bf16_bits(x).astype("<u2")
+        widened = (data.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    else:
+        data = x.astype(np.dtype(np_dtype).newbyteorder("<"))
+        widened = data.astype(np.float32)
+    overflow = np.isfinite(x) & ~np.isfinite(widened)
+    if overflow.any():
+        raise ConversionError(f"{name}: {int(overflow.sum())} value(s) overflow {out_dtype} "
+                              f"(max |x| = {float(np.abs(x[np.isfinite(x)]).max()):.4g}); use --dtype fp32 or bf16")
+    return tag, np.ascontiguousarray(data).tobytes()
+
+
+# ---- writing safetensors (streamed, atomic) -------------------------------------------------
+
+DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def safetensors_header(entries: Sequence[Tuple[str, str, Tuple[int, ...]]], metadata: Dict[str, str]) -> bytes:
+    """The length-prefixed JSON header for tensors stored back to back in `entries` order; padded
+    with spaces to a multiple of 8 bytes so every tensor starts aligned."""
+    header, offset = {"__metadata__": dict(metadata)}, 0
+    for name, tag, shape in entries:
+        size = DTYPE_SIZES[tag] * int(np.prod(shape, dtype=np.int64))
+        header[name] = {"dtype": tag, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    return struct.pack("<Q", len(blob)) + blob
+
+
+INT_TAGS = ("I64", "I32", "I16", "I8", "U8", "BOOL")
+
+
+def out_tag(source_tag: str, out_dtype: str, name: str) -> str:
+    """Float entries take the output dtype; integer entries (step counters, index tables) keep theirs."""
+    if source_tag in INT_TAGS:
+        return source_tag
+    if source_tag in ("F", "F64", "F32", "F16", "BF16"):
+        return OUT_DTYPES[out_dtype][0]
+    raise ConversionError(f"{name}: unsupported checkpoint dtype {source_tag}")
+
+
+def write_atomically(out: Path, header: bytes, chunks) -> None:
+    """Write header + chunks to a temporary file beside `out`, fsync, then rename over `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(header)
+            for data in chunks:
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ---- the conversion --------------------------------------------------------------------------
+
+def check_layout(expected: Sequence[Tuple[str, Tuple[int, ...]]], found: Dict[str, Tuple[int, ...]]) -> List[str]:
+    """Problems (missing / unexpected / mis-shaped, each named) between the model and the checkpoint."""
+    want = dict(expected)
+    missing = [n for n, _ in expected if n not in found]
+    unexpected = sorted(n for n in found if n not in want)
+    misshaped = [f"{n}: checkpoint {list(found[n])} vs model {list(want[n])}"
+                 for n, _ in expected if n in found and tuple(found[n]) != tuple(want[n])]
+
+    def listed(items):
+        more = f" ... and {len(items) - REPORT_LIMIT} more" if len(items) > REPORT_LIMIT else ""
+        return "\n    " + "\n    ".join(items[:REPORT_LIMIT]) + more
+
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s):" + listed(missing))
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s):" + listed(unexpected))
+    if misshaped:
+        problems.append(f"{len(misshaped)} mis-shaped key(s):" + listed(misshaped))
+    return problems
+
+
+def matching_presets(family: str, found: Dict[str, Tuple[int, ...]], skip: str) -> List[str]:
+    """Other presets of the family whose layout the checkpoint matches exactly (a hint on failure)."""
+    spec = FAMILIES[family]
+    return [p for p in presets_of(spec.presets_module)
+            if p != skip and not check_layout(expected_layout(family, p), found)]
+
+
+def convert(family: str, src: Path, out: Path, *, allow_pickle: bool = False, dtype: str = "fp32",
+            preset: Optional[str] = None, load_key: str = "module", strip_prefixes: Sequence[str] = ()) -> Dict:
+    """Check then convert; returns a summary. Raises ConversionError naming every layout problem."""
+    if family not in FAMILIES:
+        raise ConversionError(f"unknown family {family!r}; known: {sorted(FAMILIES)}")
+    if dtype not in OUT_DTYPES:
+        raise ConversionError(f"unknown --dtype {dtype!r}; choose from {sorted(OUT_DTYPES)}")
+    spec = FAMILIES[family]
+    preset = preset or spec.default_preset
+    src, out = Path(src), Path(out)
+    if src.resolve() == out.resolve():
+        raise ConversionError("the output must not overwrite the input checkpoint")
+
+    source = open_source(src, allow_pickle)
+    try:
+        keys = source.keys()
+        raw_of = {}  # key after --strip-prefix -> raw key
+        for raw in keys:
+            key = raw
+            for prefix in strip_prefixes:
+                key = key[len(prefix):] if key.startswith(prefix) else key
+            if key in raw_of:
+                raise ConversionError(f"--strip-prefix makes {raw_of[key]!r} and {raw!r} collide")
+            raw_of[key] = raw
+        official = spec.unwrap(list(raw_of), load_key)  # official name -> key after prefix stripping
+        ours = {spec.rename(name): raw_of[key] for name, key in official.items()}
+        expected, derived = model_layout(family, preset)
+        dropped_derived = sorted(set(ours) & set(derived))
+        for name in dropped_derived:  # the official loaders drop these too; we recompute them
+            del ours[name]
+
+        found = {name: source.shape(raw) for name, raw in ours.items()}
+        problems = check_layout(expected, found)
+        if problems:
+            hint = ""
+            others = matching_presets(family, found, preset)
+            if others:
+                hint = f"\nThe checkpoint matches preset(s) {others}: pass --preset {others[0]}."
+            raise ConversionError(f"{src} does not match {family} ({preset}), nothing written:\n  "
+                                  + "\n  ".join(problems) + hint)
+
+        entries = [(name, out_tag(source.dtype_tag(ours[name]), dtype, name), shape) for name, shape in expected]
+        metadata = {"format": "np", "family": family, "preset": preset, "source": src.name, "dtype": dtype}
+        header = safetensors_header(entries, metadata)
+
+        def chunks():
+            for name, tag, shape in entries:
+                got_tag, data = encode(source.read(ours[name]), dtype, name)
+                if got_tag != tag or len(data) != DTYPE_SIZES[tag] * int(np.prod(shape, dtype=np.int64)):
+                    raise ConversionError(f"{name}: planned {tag} {list(shape)}, got {got_tag} of {len(data)} bytes")
+                yield data
+
+        write_atomically(out, header, chunks())
+    finally:
+        source.close()
+    n_elements = sum(int(np.prod(s, dtype=np.int64)) for _, s in expected)
+    return {"tensors": len(expected), "elements": n_elements, "dropped": len(keys) - len(ours),
+            "dropped_derived": dropped_derived, "dtype": dtype, "preset": preset, "out": str(out)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("family", choices=sorted(FAMILIES))
+    ap.add_argument("checkpoint", type=Path, help="the official .safetensors or .pt / .pth / .bin file")
+    ap.add_argument("out", type=Path, help="the safetensors file to write (written atomically)")
+    ap.add_argument("--allow-pickle", action="store_true",
+                    help="read PyTorch pickles (.pt/.pth/.bin) with torch.load(weights_only=True); only for "
+                         "files you trust")
+    ap.add_argument("--dtype", choices=sorted(OUT_DTYPES), default="fp32", help="output dtype (default fp32)")
+    ap.add_argument("--preset", default=None, help="model preset to check against (default: the official "
+                                                   "release, e.g. HYVideo-T/2-cfgdistill, 884-16c)")
+    ap.add_argument("--load-key", default="module", help='DiT container to read: "module" (default) or "ema"')
+    ap.add_argument("--strip-prefix", action="append", default=[],
+                    help="remove this key prefix first (repeatable), e.g. model.diffusion_model.")
+    args = ap.parse_args(argv)
+    try:
+        summary = convert(args.family, args.checkpoint, args.out, allow_pickle=args.allow_pickle, dtype=args.dtype,
+                          preset=args.preset, load_key=args.load_key, strip_prefixes=args.strip_prefix)
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {summary['out']}: {summary['tensors']} tensors, {summary['elements']:,} elements as "
+          f"{summary['dtype']} ({args.family} {summary['preset']}); {summary['dropped']} checkpoint entries "
+          f"outside the model skipped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

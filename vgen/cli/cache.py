@@ -1,0 +1,590 @@
+"""vgen-cache: precompute the text embeddings and VAE latents that training reads with
+data.text=cache / data.latents=cache.
+
+    vgen-cache text model=opensora_stdit2 data=webvid data.csv_path=webvid/train.csv data.root=webvid/videos \\
+        data.cache_dir=/data/webvid_cache model.text_encoder.path=t5.safetensors model.text_encoder.tokenizer=t5/
+    vgen-cache vae model=opensora_stdit2 data=webvid data.csv_path=webvid/train.csv data.root=webvid/videos \\
+        data.buckets=opensora_v1_1 data.cache_dir=/data/webvid_cache model.vae.path=sd_vae.safetensors
+
+The overrides are vgen-train's (the same conf tree), so the caches are made by the encoders, at
+the buckets or resolution and with the frame stride that training checks them against. Options
+of the tool itself, given like overrides:
+    cache.dtype=fp32|fp16     dtype of the stored arrays (default fp32)
+    cache.batch_size=N        captions per text-encoder call (default 16)
+    cache.chunk_frames=N      frames decoded and encoded at a time by a per-frame VAE (default 64)
+
+Layout under data.cache_dir (see vgen/data/manifest.py): text/<video stem>.npz, text/empty.npz,
+latent_<h>x<w>/<video stem>.npz, and a manifest.json per folder. With data.buckets a video is
+encoded at every bucket resolution it can be assigned to, else at data.resolution; latents
+cover every frame of the clip taken at data.frame_stride (or data.target_fps).
+
+Resumable: files that exist are skipped, each file is written under a temporary name and
+renamed. Bad rows are reported with their CSV line; data.skip_bad=true skips and counts them.
+parallel.workers=N splits the rows across N msrun workers (row i goes to rank i % N): vgen-cache
+starts msrun itself (worker logs in <cache_dir>/.jobs/<text|vae>/logs/), or, started under
+msrun by the user, runs as one of its workers."""
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+if __name__ == "__main__":  # run as msrun's task script: keep this directory from shadowing modules
+    sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from vgen.config.validate import ConfigError
+from vgen.data.cached_video import (IMAGE_FPS, assignable_resolutions, cache_name, encodable_frames, is_image,
+                                    make_buckets, read_video_records, strides_or_problems)
+from vgen.data.errors import DataError
+from vgen.data.manifest import (EMPTY_TEXT, check_existing, ensure_manifest, latent_folder, latent_manifest,
+                                text_folder, text_manifest)
+from vgen.data.records import format_problems
+
+log = logging.getLogger("vgen")
+KINDS = ("text", "vae")
+OPTIONS = {"dtype": "fp32", "batch_size": 16, "chunk_frames": 64}
+DTYPES = {"fp32": np.float32, "fp16": np.float16}
+JOBS_DIR = ".jobs"
+WORKER_MARK = "_worker"  # `cache.py _worker <job.yaml>` under msrun (a dashed flag would be msrun's own)
+ENCODER_SEED = 0  # the tiny encoders' random init; online training builds them with the same seed
+FIX_BAD_ROW = "Fix or remove the row, or set data.skip_bad=true to skip (and count) bad rows."
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+def parse_args(argv: List[str]) -> Tuple[str, List[str], dict]:
+    """(kind, Hydra overrides, tool options) from `text|vae [cache.<option>=v] [overrides]`."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        raise SystemExit(0 if argv else 2)
+    kind, options, overrides = argv[0], dict(OPTIONS), []
+    if kind not in KINDS:
+        raise ConfigError(f"vgen-cache {kind}: the first argument is what to cache, one of {list(KINDS)}")
+    for arg in argv[1:]:
+        if not arg.startswith("cache."):
+            overrides.append(arg)
+            continue
+        key, eq, value = arg[len("cache."):].partition("=")
+        if key not in OPTIONS or not eq:
+            raise ConfigError(f"{arg}: unknown tool option; known: " + ", ".join(f"cache.{k}=" for k in OPTIONS))
+        try:
+            options[key] = type(OPTIONS[key])(value)
+        except ValueError:
+            raise ConfigError(f"{arg}: expected a {type(OPTIONS[key]).__name__}")
+    check_options(options)
+    return kind, overrides, options
+
+
+def check_options(options: dict) -> None:
+    if options["dtype"] not in DTYPES:
+        raise ConfigError(f"cache.dtype={options['dtype']!r}: expected one of {list(DTYPES)}")
+    for key in ("batch_size", "chunk_frames"):
+        if int(options[key]) < 1:
+            raise ConfigError(f"cache.{key}={options[key]}: must be >= 1")
+
+
+def compose_config(overrides: List[str]) -> DictConfig:
+    """The plain, validated config of vgen-train's conf tree with these overrides."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from vgen.cli.common import plain_config
+    from vgen.config.store import register_configs
+    from vgen.config.validate import validate
+
+    register_configs()
+    try:
+        with initialize_config_module("vgen.conf", version_base=None):
+            cfg = compose("train", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"cannot compose the config from {list(overrides)}: {e}") from e
+    if cfg.data.kind != "video":
+        raise ConfigError(f"vgen-cache reads a video data set (data=video or data=webvid); this config has "
+                          f"data.kind={cfg.data.kind}")
+    for key in ("csv_path", "cache_dir"):
+        if OmegaConf.is_missing(cfg.data, key) or not cfg.data[key]:
+            raise ConfigError(f"data.{key} is not set: give data.{key}=<path>")
+    plain = plain_config(cfg)
+    validate(plain)
+    plain.data.cache_dir = os.path.abspath(plain.data.cache_dir)
+    return plain
+
+
+# ---- encoders and their identities ----------------------------------------------------------------
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def encoder_weights_id(enc_cfg, what: str) -> str:
+    """The manifest's `weights`: the checkpoint's sha256, or the seeded init of a tiny encoder."""
+    from vgen.models.encoders import weights_id
+    from vgen.models.weights import WeightsError
+
+    if not enc_cfg.path:
+        if not enc_cfg.name.endswith("-tiny"):
+            raise WeightsError(f"{what} {enc_cfg.name} needs its weights: set model.{what.replace(' ', '_')}.path "
+                               f"to the converted safetensors")
+        return weights_id(None, enc_cfg.name, ENCODER_SEED)
+    p = Path(enc_cfg.path)
+    p = p / "model.safetensors" if p.is_dir() else p
+    if not p.is_file():
+        raise WeightsError(f"{what} weights not found at {enc_cfg.path} (a .safetensors file, or a directory with "
+                           f"model.safetensors)")
+    return weights_id(str(p), enc_cfg.name, ENCODER_SEED)
+
+
+def tokenizer_id(enc_cfg) -> str:
+    from vgen.models.weights import WeightsError
+
+    path = enc_cfg.tokenizer
+    if not path:
+        raise WeightsError(f"model.text_encoder.tokenizer: set it to the tokenizer files of {enc_cfg.name} "
+                           "(tokenizer.json or spiece.model, or their directory)")
+    if os.path.isdir(path):
+        found = [os.path.join(path, n) for n in ("tokenizer.json", "spiece.model")
+                 if os.path.isfile(os.path.join(path, n))]
+        if not found:
+            raise WeightsError(f"model.text_encoder.tokenizer={path} holds neither tokenizer.json nor spiece.model")
+        path = found[0]
+    if not os.path.isfile(path):
+        raise WeightsError(f"model.text_encoder.tokenizer={path}: no such file")
+    return _file_sha256(path)
+
+
+# ---- files ------------------------------------------------------------------------------------------
+
+def write_npz(path: Path, **arrays) -> None:
+    """Writes under a temporary name, then renames: a killed run never leaves a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def rank_rows(num_rows: int, rank: int, world: int) -> range:
+    """The rows a worker caches: row i goes to rank i % world."""
+    return range(rank, num_rows, world)
+
+
+# ---- the work of one process ------------------------------------------------------------------------
+
+@dataclass
+class Summary:
+    kind: str
+    rows: int = 0  # rows handled (this rank's share of the usable rows)
+    encoded: int = 0  # rows that got at least one new file
+    files: int = 0  # files written
+    skipped: int = 0  # rows whose files all existed
+    no_bucket: int = 0  # rows no bucket of the table can take (vae with buckets)
+    bad: List[Tuple[int, str]] = field(default_factory=list)  # (CSV line, message)
+    folders: Dict[str, int] = field(default_factory=dict)  # folder -> files present for these rows
+    meta: List[List[float]] = field(default_factory=list)  # (row index, frames, height, width, stride)
+
+    @staticmethod
+    def merge(parts: List["Summary"]) -> "Summary":
+        out = Summary(parts[0].kind)
+        folders = Counter()
+        for s in parts:
+            for k in ("rows", "encoded", "files", "skipped", "no_bucket"):
+                setattr(out, k, getattr(out, k) + getattr(s, k))
+            out.bad += [tuple(b) for b in s.bad]
+            folders.update(s.folders)
+            out.meta += s.meta
+        out.bad.sort()
+        out.meta.sort()
+        out.folders = dict(sorted(folders.items()))
+        return out
+
+
+def _csv_problems(cfg, problems, summary: Summary, rank: int) -> None:
+    """Row problems found while reading the CSV: fail, or count them once (rank 0)."""
+    if not problems:
+        return
+    if not cfg.data.skip_bad:
+        raise DataError(format_problems(cfg.data.csv_path, problems)
+                        + "\nFix or remove these rows, or set data.skip_bad=true to skip (and count) them.")
+    if rank == 0:
+        summary.bad += problems
+
+
+def _progress(cfg, rank: int, total: int, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, disable=not cfg.progress or rank != 0, dynamic_ncols=True, file=sys.stderr)
+
+
+def run_text(cfg, options: dict, rank: int = 0, world: int = 1) -> Summary:
+    """Text embeddings of this rank's rows into <cache_dir>/text/ (and text/empty.npz on rank 0)."""
+    from vgen.models.encoders import text_encoder_spec
+
+    d, enc = cfg.data, cfg.model.text_encoder
+    summary = Summary("text")
+    records, root, problems = read_video_records(d, check_files=False, metadata=False)  # no video needed
+    _csv_problems(cfg, problems, summary, rank)
+    folder = text_folder(d.cache_dir)
+    manifest = text_manifest(enc.name, encoder_weights_id(enc, "text encoder"), text_encoder_spec(enc.name).dim,
+                             enc.max_length, options["dtype"], tokenizer_id(enc))
+    check_existing(folder, manifest)  # before any work: never mix two encoders' outputs
+    mine = [records[i] for i in rank_rows(len(records), rank, world)]
+    todo = [(r, folder / (cache_name(r.path, root) + ".npz")) for r in mine]
+    todo = [(r, path) for r, path in todo if not path.is_file()]
+    summary.rows, summary.skipped = len(mine), len(mine) - len(todo)
+    empty_path = folder / EMPTY_TEXT
+    need_empty = rank == 0 and not empty_path.is_file()
+    if todo or need_empty:
+        ensure_manifest(folder, manifest)
+        encode = _text_encoder(enc)
+        dtype = DTYPES[options["dtype"]]
+        with _progress(cfg, rank, len(todo), "caption") as bar:
+            for start in range(0, len(todo), int(options["batch_size"])):
+                chunk = todo[start:start + int(options["batch_size"])]
+                emb, mask = encode([r.caption for r, _ in chunk])
+                for (_, path), e, m in zip(chunk, emb, mask):
+                    write_npz(path, text_emb=e.astype(dtype), mask=m.astype(np.uint8))
+                summary.encoded += len(chunk)
+                summary.files += len(chunk)
+                bar.update(len(chunk))
+        if need_empty:
+            emb, mask = encode([""])
+            write_npz(empty_path, text_emb=emb[0].astype(dtype), mask=mask[0].astype(np.uint8))
+    summary.folders = {folder.name: len(mine)}
+    return summary
+
+
+def _text_encoder(enc_cfg):
+    """captions -> (text_emb [B, L, D] float32, mask [B, L]) with the frozen encoder."""
+    import mindspore as ms
+
+    from vgen.models.encoders import build_text_encoder
+
+    net, tokenizer = build_text_encoder(enc_cfg, seed=ENCODER_SEED)
+
+    def encode(captions):
+        tokens = tokenizer(list(captions))
+        out = net(ms.Tensor(tokens["input_ids"]), ms.Tensor(tokens["attention_mask"]))
+        return out.asnumpy().astype(np.float32), tokens["attention_mask"]
+
+    return encode
+
+
+def _vae_resolutions(cfg, buckets) -> List[Tuple[int, int]]:
+    """Every (h, w) this config can cache at: the table's sizes, or data.resolution."""
+    if buckets is None:
+        return [tuple(int(v) for v in cfg.data.resolution)]
+    from vgen.data.buckets import resolution_table
+
+    sizes = []
+    for res in buckets.resolutions:
+        for hw in resolution_table(res)[1].values():
+            if tuple(hw) not in sizes:
+                sizes.append(tuple(hw))
+    return sizes
+
+
+def run_vae(cfg, options: dict, rank: int = 0, world: int = 1) -> Summary:
+    """VAE latents of this rank's rows into <cache_dir>/latent_<h>x<w>/."""
+    from vgen.models.encoders import vae_spec
+
+    d, vcfg = cfg.data, cfg.model.vae
+    spec = vae_spec(vcfg.name)
+    summary = Summary("vae")
+    records, root, problems = read_video_records(d, check_files=True, metadata=False)
+    _csv_problems(cfg, problems, summary, rank)
+    buckets = make_buckets(d)
+    weights = encoder_weights_id(vcfg, "vae")
+    manifests = {hw: latent_manifest(vcfg.name, weights, spec.channels, spec.compression, spec.scale, spec.shift,
+                                     hw, options["dtype"], None if d.target_fps is not None else d.frame_stride,
+                                     d.target_fps)
+                 for hw in _vae_resolutions(cfg, buckets)}
+    for hw, manifest in manifests.items():  # before any work: never mix two VAEs' or strides' outputs
+        check_existing(latent_folder(d.cache_dir, *hw), manifest)
+    index = list(rank_rows(len(records), rank, world))
+    mine = [records[i] for i in index]
+    if buckets is not None:
+        from vgen.data.video_records import fill_metadata
+
+        # several workers would race on one probe cache file: only a single process keeps it
+        probed, probe_problems = fill_metadata(mine, d.probe_cache if world == 1 else None)
+        mine, strides, no_fps = strides_or_problems(probed, d.frame_stride, d.target_fps)
+        mine, index = _keep_rows(index, records, mine, probe_problems + no_fps, cfg, summary)
+        frames = [r.num_frames for r in mine]
+        heights, widths = [r.height for r in mine], [r.width for r in mine]
+        resolutions = assignable_resolutions(buckets, frames, heights, widths, strides)
+        summary.meta = [[i, f, h, w, int(s)] for i, f, h, w, s in zip(index, frames, heights, widths, strides)]
+    else:
+        resolutions = [[tuple(int(v) for v in d.resolution)] for _ in mine]
+    summary.rows = len(mine)
+    ensured, vae, folders = set(), None, Counter()
+    with _progress(cfg, rank, len(mine), "video") as bar:
+        for rec, sizes in zip(mine, resolutions):
+            bar.update(1)
+            if not sizes:
+                summary.no_bucket += 1
+                continue
+            name = cache_name(rec.path, root)
+            paths = {hw: latent_folder(d.cache_dir, *hw) / (name + ".npz") for hw in sizes}
+            todo = [hw for hw in sizes if not paths[hw].is_file()]
+            folders.update(latent_folder(d.cache_dir, *hw).name for hw in sizes if hw not in todo)
+            if not todo:
+                summary.skipped += 1
+                continue
+            if vae is None:
+                from vgen.models.encoders import build_vae
+
+                vae = build_vae(vcfg, seed=ENCODER_SEED)
+            try:
+                for hw in todo:
+                    if hw not in ensured:
+                        ensure_manifest(latent_folder(d.cache_dir, *hw), manifests[hw])
+                        ensured.add(hw)
+                    arrays = encode_clip(vae, rec.path, frame_stride=d.frame_stride, target_fps=d.target_fps, size=hw,
+                                         frames_per_call=vcfg.frames_per_call, t_compression=spec.compression[0],
+                                         chunk_frames=int(options["chunk_frames"]), dtype=DTYPES[options["dtype"]])
+                    write_npz(paths[hw], **arrays)
+                    summary.files += 1
+                    folders[latent_folder(d.cache_dir, *hw).name] += 1
+            except DataError as e:
+                if not d.skip_bad:
+                    raise DataError(f"{d.csv_path} line {rec.line}: {e}\n{FIX_BAD_ROW}") from e
+                summary.bad.append((rec.line, str(e)))
+                continue
+            summary.encoded += 1
+    summary.folders = dict(folders)
+    return summary
+
+
+def _keep_rows(index, records, kept, problems, cfg, summary):
+    """(kept rows, their row indices); the rows dropped while probing are bad rows of this rank."""
+    if problems and not cfg.data.skip_bad:
+        raise DataError(format_problems(cfg.data.csv_path, sorted(problems)) + f"\n{FIX_BAD_ROW}")
+    summary.bad += problems
+    lines = {r.line for r in kept}
+    return kept, [i for i in index if records[i].line in lines]
+
+
+def encode_clip(vae, path: str, *, frame_stride: int, target_fps: Optional[float], size: Tuple[int, int],
+                frames_per_call: int, t_compression: int, chunk_frames: int, dtype) -> dict:
+    """The cache file of one video at one size: latent_mean / latent_std [F, C, h, w] over every
+    frame taken at the stride (all of them that the VAE can encode), fps and ori_size (H, W)."""
+    import mindspore as ms
+
+    from vgen.data.video import _open_video, read_clip, resolve_stride, video_info
+
+    _, height, width, fps = video_info(path)
+    if is_image(path):
+        step, count, fps = 1, 1, IMAGE_FPS
+    else:
+        step = resolve_stride(fps, None if target_fps is not None else frame_stride, target_fps, path)
+        total = len(_open_video(path))  # decord's count: the frames read_clip can seek to
+        if total < 1:
+            raise DataError(f"{path}: the video has no frames")
+        count = encodable_frames((total - 1) // step + 1, t_compression)
+    # a per-frame VAE encodes any split of the frames alike: bound memory by chunks; a causal one takes the clip whole
+    chunk = chunk_frames if t_compression == 1 else count
+    means, stds = [], []
+    for first in range(0, count, chunk):
+        n = min(chunk, count - first)
+        clip = read_clip(path, n, stride=step, start=first * step, size=tuple(size))  # [n, 3, h, w]
+        mean, std = vae.encode_video(ms.Tensor(np.ascontiguousarray(clip.transpose(1, 0, 2, 3))[None]),
+                                     frames_per_call)
+        means.append(mean.asnumpy()[0].transpose(1, 0, 2, 3))
+        stds.append(std.asnumpy()[0].transpose(1, 0, 2, 3))
+    return {"latent_mean": np.concatenate(means).astype(dtype), "latent_std": np.concatenate(stds).astype(dtype),
+            "fps": np.float32(fps), "ori_size": np.array([height, width], np.int32)}
+
+
+RUNNERS = {"text": run_text, "vae": run_vae}
+
+
+# ---- report -----------------------------------------------------------------------------------------
+
+def report(kind: str, cfg, summary: Summary) -> None:
+    d = cfg.data
+    line = (f"vgen-cache {kind}: {summary.rows} rows: encoded {summary.encoded} ({summary.files} files written), "
+            f"skipped {summary.skipped} already cached, bad {len(summary.bad)}")
+    if kind == "vae" and d.buckets:
+        line += f", fitting no bucket {summary.no_bucket}"
+    log.info("%s -> %s", line, d.cache_dir)
+    if summary.bad:
+        log.warning("bad rows skipped (data.skip_bad=true):\n%s", format_problems(d.csv_path, summary.bad))
+    if kind == "vae":
+        for folder, count in summary.folders.items():
+            log.info("  %-20s %d cached videos of these rows", folder, count)
+        if d.buckets and summary.meta:
+            log.info("%s", bucket_histogram(cfg, summary.meta))
+
+
+def bucket_histogram(cfg, meta) -> str:
+    """How training (dp=1, no accumulation, this seed) would bucket the cached rows in epoch 0."""
+    from vgen.data.buckets import BucketSampler, format_histogram
+
+    buckets = make_buckets(cfg.data)
+    _, frames, heights, widths, strides = (np.array(col) for col in zip(*meta))
+    sampler = BucketSampler(buckets, frames, heights, widths, dp=1, accum=1, seed=cfg.seed, frame_interval=strides,
+                            shuffle=True)
+    try:
+        text = format_histogram(sampler.histogram(0))
+    except DataError as e:
+        text = str(e)
+    return f"bucket histogram ({cfg.data.buckets}, as one training worker sees it):\n{text}"
+
+
+# ---- processes --------------------------------------------------------------------------------------
+
+def job_dir(cfg, kind: str) -> Path:
+    return Path(cfg.data.cache_dir) / JOBS_DIR / kind
+
+
+def run_here(kind: str, cfg, options: dict) -> Summary:
+    """The whole job in this process."""
+    from vgen.runtime import setup_device
+
+    setup_device(cfg.device)
+    summary = Summary.merge([RUNNERS[kind](cfg, options)])
+    report(kind, cfg, summary)
+    return summary
+
+
+def run_as_worker(kind: str, cfg, options: dict) -> Optional[Summary]:
+    """This process's share under msrun; rank 0 reports the job's summary once every rank is done."""
+    from vgen.runtime import setup_device  # first: it quiets MindSpore's C++ logs before MindSpore loads
+
+    from vgen.cli.common import setup_logging
+    from vgen.parallel.comm import barrier, init_distributed
+
+    setup_device(cfg.device)  # the device is chosen before communication starts
+    rank, world = init_distributed()
+    setup_logging(rank)
+    jobs = job_dir(cfg, kind)
+    jobs.mkdir(parents=True, exist_ok=True)
+    part = RUNNERS[kind](cfg, options, rank, world)
+    tmp = jobs / f".summary_rank{rank}.json.tmp"
+    tmp.write_text(json.dumps(asdict(part)))
+    os.replace(tmp, jobs / f"summary_rank{rank}.json")
+    barrier()  # every share is written
+    if rank != 0:
+        return None
+    parts = [Summary(**json.loads((jobs / f"summary_rank{r}.json").read_text())) for r in range(world)]
+    summary = Summary.merge(parts)
+    report(kind, cfg, summary)
+    return summary
+
+
+FAILURE_MARKS = ("exit with exception", "There's worker exits with exception")  # as parallel/launch.py
+GRACE_S = 3.0
+
+
+def msrun_command(cfg, job_file: Path, log_dir: Path) -> list:
+    from vgen.parallel.launch import free_port
+
+    p = cfg.parallel
+    return ["msrun", f"--worker_num={p.workers}", f"--local_worker_num={p.workers // p.nodes}",
+            f"--master_addr={p.master_addr}", f"--master_port={p.master_port or free_port()}",
+            f"--node_rank={p.node_rank}", f"--log_dir={log_dir}", "--join=True", "--tail_worker_log=0",
+            str(Path(__file__).resolve()), WORKER_MARK, str(job_file)]
+
+
+def launch_workers(kind: str, cfg, options: dict) -> int:
+    """Runs the job on parallel.workers msrun workers (as vgen-train does); returns msrun's exit code,
+    non-zero within seconds of a worker's failure."""
+    jobs = job_dir(cfg, kind)
+    jobs.mkdir(parents=True, exist_ok=True)  # old summary_rank*.json files are overwritten by this job's ranks
+    job_file = jobs / "job.yaml"
+    OmegaConf.save(OmegaConf.create({"kind": kind, "options": options, "config": cfg}), job_file)
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # msrun runs `python`
+    log.info("starting %d msrun workers (logs in %s)", cfg.parallel.workers, jobs / "logs")
+    proc = subprocess.Popen(msrun_command(cfg, job_file, jobs / "logs"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True, bufsize=1)
+    failed = threading.Event()
+
+    def stop():
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    for out_line in proc.stdout:
+        sys.stdout.write(out_line)
+        if any(m in out_line for m in FAILURE_MARKS) and not failed.is_set():
+            failed.set()
+            timer = threading.Timer(GRACE_S, stop)
+            timer.daemon = True
+            timer.start()
+    code = proc.wait()
+    code = 1 if failed.is_set() and code == 0 else (code if code >= 0 else 1)
+    if code:
+        log.error("vgen-cache %s failed in a worker:%s", kind, _worker_errors(jobs / "logs"))
+    return code
+
+
+def _worker_errors(log_dir: Path) -> str:
+    """The last lines of the worker logs that report an error (msrun shows only worker 0's)."""
+    out = []
+    for path in sorted(log_dir.glob("worker_*.log")):
+        lines = path.read_text(errors="replace").splitlines()
+        if any("Error" in ln or "line " in ln for ln in lines[-20:]):
+            out.append(f"\n--- {path}\n" + "\n".join(lines[-8:]))
+    return "".join(out) or f" see {log_dir}"
+
+
+def run(kind: str, overrides: List[str], options: Optional[dict] = None) -> Optional[Summary]:
+    """The job of `vgen-cache <kind> <overrides>`: here, on msrun workers it starts, or as a worker
+    of the msrun job this process belongs to. Returns the job's summary where it is known."""
+    from vgen.parallel.launch import in_msrun
+
+    options = {**OPTIONS, **(options or {})}
+    check_options(options)
+    cfg = compose_config(overrides)
+    if in_msrun():
+        return run_as_worker(kind, cfg, options)
+    if cfg.parallel.workers > 1:
+        code = launch_workers(kind, cfg, options)
+        if code:
+            raise SystemExit(code)
+        return None
+    return run_here(kind, cfg, options)
+
+
+def worker_main(job_file: str) -> int:
+    job = OmegaConf.load(job_file)
+    run_as_worker(job.kind, job.config, OmegaConf.to_container(job.options))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import vgen.runtime  # noqa: F401  (quiets MindSpore's C++ logs before MindSpore loads)
+    from vgen.cli.common import fail, setup_logging
+    from vgen.models.weights import WeightsError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    setup_logging()
+    try:
+        if argv[:1] == [WORKER_MARK]:
+            return worker_main(argv[1])
+        kind, overrides, options = parse_args(argv)
+        run(kind, overrides, options)
+    except (ConfigError, DataError, WeightsError) as e:
+        fail(e)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

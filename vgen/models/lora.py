@@ -1,0 +1,263 @@
+"""LoRA as a plan applied onto an unchanged model.
+
+`apply_lora(net, rank, alpha, targets)` swaps every selected `Linear` for a `LoRALinear` at the same
+attribute path. The LoRALinear takes over the Linear's own `weight` / `bias` Parameters, so every
+base name (and value) stays exactly the official one, and adds two small Linears as children:
+
+    <module path>.lora_down.weight   [rank, in]   A: kaiming-uniform(a=sqrt(5)) = U(+-1/sqrt(in)), as peft
+    <module path>.lora_up.weight     [out, rank]  B: zeros, so the adapted net starts as the base net
+
+    y = x W^T + b + (alpha / rank) * (dropout(x) A^T) B^T
+
+Why these names: the base entries keep their official names, so an official checkpoint still loads
+by name and a merged net (`merge_lora(net, unload=True)`) is again exactly the official layout;
+`lora_down` / `lora_up` with this init and scale are the kohya-style modules that HunyuanVideo LoRA
+tools use (musubi-tuner: `lora_unet_<path with _>.lora_down.weight`), and T2V-Turbo's unet_lora.pt
+holds [up, down] pairs, so adapters map 1:1 onto those files (peft's lora_A / lora_B are the same
+down / up matrices). Dropout acts on the adapter's input, as peft (kohya drops after lora_down), and
+only in training mode: set the mode before compiling, a compiled graph keeps the mode it saw.
+
+Targets are fnmatch patterns (case-sensitive) on the dotted module path, e.g.
+"double_blocks.*.img_attn_qkv", "*.linear1", "single_blocks.*" ('*' also crosses dots). A Linear is
+adapted when any pattern matches its path; a pattern that selects no Linear is an error (typos
+would otherwise silently train nothing).
+
+The adapters are ordinary declared parameters (`new_param`): on a net built under `declare_only()`
+they are declared too (vgen-inspect lists them, `materialize` fills them by name); on an already
+materialized net they are filled at once from the same (seed, name) rule. Everything else in the
+net is frozen (requires_grad False), so trainers that train `requires_grad` parameters train only
+the adapters. The adapter Linears are ShardableLayers: a ZeRO-3 plan shards them like any layer
+(the frozen base weights stay whole).
+"""
+import fnmatch
+from typing import Dict, List, Sequence, Tuple, Union
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from .layers.init import declare_only, init_value, named_params, uniform_fan_in, zeros
+from .layers.linear import Linear
+from .weights import WeightsError
+
+ADAPTER_ATTRS = ("lora_down", "lora_up")
+# HunyuanVideo: every Linear of the double / single blocks except the modulations (img_mod, txt_mod,
+# modulation), the default selection of musubi-tuner's HunyuanVideo LoRA: 20 x 8 + 40 x 2 layers
+HUNYUAN_BLOCK_TARGETS = ("double_blocks.*.img_attn_qkv", "double_blocks.*.img_attn_proj", "double_blocks.*.img_mlp.fc*",
+                         "double_blocks.*.txt_attn_qkv", "double_blocks.*.txt_attn_proj", "double_blocks.*.txt_mlp.fc*",
+                         "single_blocks.*.linear1", "single_blocks.*.linear2")
+
+
+class LoRALinear(Linear):
+    """A Linear plus a low-rank update; built from an existing Linear whose Parameters it reuses."""
+
+    def __init__(self, base: Linear, rank: int, alpha: float, dropout: float = 0.0):
+        nn.Cell.__init__(self)  # not Linear.__init__: the base Parameters are taken over, not re-declared
+        self.sources = base.sources
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight = base.weight
+        self.bias = base.bias
+        self.rank, self.alpha = int(rank), float(alpha)
+        self.scale = self.alpha / self.rank
+        # kaiming_uniform_(a=sqrt(5)) on [rank, in] has bound sqrt(6 / ((1 + 5) * in)) = 1/sqrt(in)
+        self.lora_down = Linear(self.in_features, self.rank, bias=False, init=uniform_fan_in(self.in_features))
+        self.lora_up = Linear(self.rank, self.out_features, bias=False, init=zeros)
+        self.lora_dropout = nn.Dropout(p=dropout) if dropout > 0 else None
+
+    def construct(self, x):
+        h = x if self.lora_dropout is None else self.lora_dropout(x)
+        return super().construct(x) + self.lora_up(self.lora_down(h)) * self.scale
+
+
+# ---- locating layers ------------------------------------------------------------------------
+
+def _cells_with_paths(net: nn.Cell) -> List[Tuple[str, nn.Cell]]:
+    return [(path, cell) for path, cell in net.cells_and_names() if path]
+
+
+def _parent_and_key(net: nn.Cell, path: str) -> Tuple[nn.Cell, str]:
+    parent = net
+    *head, key = path.split(".")
+    for part in head:
+        parent = parent[int(part)] if isinstance(parent, (nn.CellList, nn.SequentialCell)) else getattr(parent, part)
+    return parent, key
+
+
+def _replace(net: nn.Cell, path: str, new: nn.Cell) -> None:
+    """Put `new` at `path` (an attribute, or an index of a CellList / SequentialCell). Re-parenting
+    renames Parameters to their path below the parent only; names must be the full, unique paths
+    in a compiled graph, so they are set again."""
+    parent, key = _parent_and_key(net, path)
+    if isinstance(parent, (nn.CellList, nn.SequentialCell)):
+        parent[int(key)] = new
+    else:
+        setattr(parent, key, new)
+    for relative, p in new.parameters_and_names():
+        p.name = f"{path}.{relative}"
+
+
+def _cells_at(net: nn.Cell, path: str) -> nn.Cell:
+    parent, key = _parent_and_key(net, path)
+    return parent[int(key)] if isinstance(parent, (nn.CellList, nn.SequentialCell)) else getattr(parent, key)
+
+
+def lora_layers(net: nn.Cell) -> List[Tuple[str, LoRALinear]]:
+    return [(path, cell) for path, cell in _cells_with_paths(net) if isinstance(cell, LoRALinear)]
+
+
+def select_targets(net: nn.Cell, targets: Union[str, Sequence[str]]) -> List[str]:
+    """Paths of the plain Linears matched by the patterns, in module order."""
+    patterns = [targets] if isinstance(targets, str) else list(targets)
+    if not patterns:
+        raise ValueError("apply_lora needs at least one target pattern")
+    adapted = [path for path, _ in lora_layers(net)]
+    linears = [path for path, cell in _cells_with_paths(net)  # not the adapted layers nor their adapters
+               if isinstance(cell, Linear) and not isinstance(cell, LoRALinear)
+               and not any(path.startswith(p + ".") for p in adapted)]
+    chosen, unmatched = [], []
+    for pattern in patterns:
+        hits = [path for path in linears if fnmatch.fnmatchcase(path, pattern)]
+        if not hits:
+            unmatched.append(pattern)
+        chosen.extend(hits)
+    if unmatched:
+        already = [p for p in adapted if any(fnmatch.fnmatchcase(p, u) for u in unmatched)]
+        hint = f" (already adapted: {already[:3]})" if already else ""
+        raise ValueError(f"LoRA target pattern(s) {unmatched} match no Linear layer{hint}; "
+                         f"Linear paths look like {linears[:3]}")
+    order = {path: i for i, path in enumerate(linears)}
+    return sorted(set(chosen), key=order.__getitem__)
+
+
+# ---- the plan -------------------------------------------------------------------------------
+
+def _is_declared(p) -> bool:
+    """True while the parameter has no data yet (declared under declare_only())."""
+    return bool(getattr(p, "has_init", False))
+
+
+def apply_lora(net: nn.Cell, rank: int, alpha: float, targets: Union[str, Sequence[str]], dropout: float = 0.0,
+               seed: int = 0) -> List[str]:
+    """Adapt the Linears matched by `targets`, freeze everything else; returns the adapted paths.
+
+    On a materialized net the new adapters are filled as `materialize(net, seed)` would fill them
+    (in the base weight's dtype); on a declared net they stay declared until `materialize`."""
+    if int(rank) != rank or rank < 1:
+        raise ValueError(f"LoRA rank must be a positive integer, got {rank}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
+    paths = select_targets(net, targets)
+    for path in paths:
+        base = _cells_at(net, path)
+        declared = _is_declared(base.weight)
+        if declared:
+            with declare_only():
+                layer = LoRALinear(base, rank, alpha, dropout)
+        else:
+            layer = LoRALinear(base, rank, alpha, dropout)
+        _replace(net, path, layer)
+        if not declared:
+            for attr in ADAPTER_ATTRS:
+                p = getattr(layer, attr).weight
+                value = Tensor(init_value(p, p.name, seed))
+                p.set_data(value if base.weight.dtype == ms.float32 else value.astype(base.weight.dtype))
+    adapters = set(id(p) for p in adapter_params(net))
+    for _, p in named_params(net):
+        p.requires_grad = id(p) in adapters
+    return paths
+
+
+def adapter_params(net: nn.Cell) -> List:
+    return [getattr(layer, attr).weight for _, layer in lora_layers(net) for attr in ADAPTER_ATTRS]
+
+
+def adapter_names(net: nn.Cell) -> List[str]:
+    """`<module path>.lora_down.weight`, `<module path>.lora_up.weight` per adapted layer, in order."""
+    return [f"{path}.{attr}.weight" for path, _ in lora_layers(net) for attr in ADAPTER_ATTRS]
+
+
+def _write(p, array: np.ndarray) -> None:
+    """Overwrite a parameter's value in place, so graphs already compiled with ms.jit see it
+    (set_data swaps the tensor and leaves them on the old one). CPU has no bf16 Assign kernel:
+    bf16 parameters are swapped, and a compiled graph using them must be compiled again."""
+    value = Tensor(np.asarray(array, np.float32))
+    if p.dtype == ms.bfloat16:
+        p.set_data(value.astype(ms.bfloat16))
+    else:
+        ops.assign(p, value if p.dtype == ms.float32 else value.astype(p.dtype))
+
+
+def _fp32(p) -> np.ndarray:
+    return (p.astype(ms.float32) if p.dtype != ms.float32 else p).asnumpy().astype(np.float32)
+
+
+def lora_state(net: nn.Cell) -> Dict[str, np.ndarray]:
+    """{name: fp32 array} of the adapters only (what a LoRA checkpoint holds)."""
+    return {name: _fp32(p) for name, p in zip(adapter_names(net), adapter_params(net))}
+
+
+def load_lora(net: nn.Cell, arrays: Dict[str, np.ndarray], strict: bool = True, source: str = "LoRA weights") -> None:
+    """Copy adapter arrays into the net (in each adapter's dtype). A shape mismatch always fails;
+    missing or unexpected adapter names fail when strict."""
+    names, params = adapter_names(net), adapter_params(net)
+    if not names:
+        raise WeightsError("the net has no LoRA adapters: call apply_lora first")
+    missing = [n for n in names if n not in arrays]
+    unexpected = sorted(set(arrays) - set(names))
+    mismatched = [f"{n}: file {list(np.shape(arrays[n]))} vs model {list(p.shape)}"
+                  for n, p in zip(names, params) if n in arrays and tuple(np.shape(arrays[n])) != tuple(p.shape)]
+    problems = []
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): " + "; ".join(mismatched[:5]))
+    if strict and missing:
+        problems.append(f"{len(missing)} adapter(s) missing, e.g. {missing[:5]}")
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:5]}")
+    if problems:
+        raise WeightsError(f"{source} do not match the net's adapters: " + " | ".join(problems))
+    for name, p in zip(names, params):
+        if name in arrays:
+            _write(p, arrays[name])
+
+
+def merge_lora(net: nn.Cell, unload: bool = False) -> int:
+    """Fold W += (alpha/rank) B A into every adapted layer's base weight (in fp32, stored back in the
+    weight's dtype) and zero B, so the adapters no longer change the output. With `unload` the
+    LoRALinears are swapped back for plain Linears holding the merged Parameters: the net then has
+    exactly its original (official) parameter names. Returns the number of merged layers."""
+    layers = lora_layers(net)
+    for path, layer in layers:
+        if layer.sources is not None or layer.lora_down.sources is not None or layer.lora_up.sources is not None:
+            raise ValueError(f"{path} is ZeRO-3 sharded: merge LoRA on an unsharded net")
+        if _is_declared(layer.weight):
+            raise ValueError(f"{path} is only declared: materialize or load the net before merging")
+        w = layer.weight
+        merged = _fp32(w).astype(np.float64) + layer.scale * (
+            _fp32(layer.lora_up.weight).astype(np.float64) @ _fp32(layer.lora_down.weight).astype(np.float64))
+        _write(w, merged)
+        _write(layer.lora_up.weight, np.zeros(layer.lora_up.weight.shape, np.float32))
+        if unload:
+            _replace(net, path, _plain_linear(layer))
+    return len(layers)
+
+
+def _plain_linear(layer: LoRALinear) -> Linear:
+    """A Linear holding the layer's own base Parameters (no new ones declared)."""
+    plain = Linear.__new__(Linear)
+    nn.Cell.__init__(plain)
+    plain.sources = layer.sources
+    plain.in_features, plain.out_features = layer.in_features, layer.out_features
+    plain.weight = layer.weight
+    plain.bias = layer.bias
+    return plain
+
+
+def describe(net: nn.Cell) -> Dict[str, int]:
+    """Adapted layer count and trainable / frozen element counts (for logs)."""
+    trainable = sum(int(np.prod(p.shape)) for _, p in named_params(net) if p.requires_grad)
+    total = sum(int(np.prod(p.shape)) for _, p in named_params(net))
+    return {"layers": len(lora_layers(net)), "trainable": trainable, "frozen": total - trainable}
+
+
+__all__ = ["HUNYUAN_BLOCK_TARGETS", "LoRALinear", "apply_lora", "lora_state", "load_lora", "merge_lora", "lora_layers",
+           "adapter_names", "adapter_params", "select_targets", "describe"]

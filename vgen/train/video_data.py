@@ -1,0 +1,16 @@
+"""Video data for training: records (CSV), bucketed or fixed-size sampling, and samples that are
+decoded clips (encoded online) or cached latents / text embeddings."""
+from ..data.buckets import BucketSampler
+from ..data.cached_video import build_video_dataset
+from ..data.sampler import GlobalBatchSampler
+
+
+def build_video_data(cfg, family, dp: int):
+    d, s = cfg.data, cfg.schedule
+    dataset = build_video_dataset(d, family.text, family.latent, model=cfg.model.name)
+    if dataset.buckets is None:
+        return dataset, GlobalBatchSampler(len(dataset), s.batch_size, dp, s.grad_accum, cfg.seed, shuffle=d.shuffle)
+    sampler = BucketSampler(dataset.buckets, dataset.frames, dataset.heights, dataset.widths, dp=dp,
+                            accum=s.grad_accum, seed=cfg.seed, frame_interval=dataset.frame_intervals,
+                            shuffle=d.shuffle)
+    return dataset, sampler
