@@ -5,6 +5,7 @@ import pytest
 from mindspore import Tensor, ops
 
 import vgen.models.hunyuan.vae as hv
+import vgen.models.layers.conv as conv_layers
 from conftest import layout_lines
 from vgen.models.hunyuan.vae import (SCALING_FACTOR, CausalConv3d, FrameCausalAttention,
                                      UpsampleCausal3D, build_hunyuan_vae, tiled_space, tiled_time)
@@ -119,7 +120,7 @@ def conv3d_reference(x, weight, bias, stride):
 @pytest.mark.parametrize("kernel,stride", [(3, (1, 1, 1)), (3, (1, 2, 2)), (3, (2, 2, 2)), (1, (1, 1, 1))])
 @pytest.mark.parametrize("matmul_path", [False, True])
 def test_causal_conv3d_matches_numpy(kernel, stride, matmul_path, monkeypatch):
-    monkeypatch.setattr(hv, "MATMUL_CONV_MIN_MACS", 0 if matmul_path else 10 ** 18)
+    monkeypatch.setattr(conv_layers, "MATMUL_CONV_MIN_MACS", 0 if matmul_path else 10 ** 18)
     with declare_only():
         conv = CausalConv3d(3, 5, kernel, stride)
     materialize(conv, seed=2)

@@ -22,9 +22,9 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from ..layers.attention import AttentionCore, merge_heads, split_heads
-from ..layers.init import declare_only, new_param, uniform_fan_in
+from ..layers.init import declare_only
 from ..layers.linear import torch_default_linear
-from ..vae.sd_vae import GroupNorm
+from ..layers.conv import Conv3d, GroupNorm, along
 
 SCALING_FACTOR = 0.476986  # official vae config `scaling_factor`; no shift factor
 LOGVAR_RANGE = (-30.0, 20.0)  # DiagonalGaussianDistribution clamps logvar to this
@@ -39,74 +39,6 @@ PRESETS = {
     "tiny": dict(_884_16C, latent_channels=4, block_out_channels=(32, 64, 64, 64), layers_per_block=1,
                  norm_num_groups=8, tile_sample_size=32, tile_sample_tsize=16),
 }
-
-
-def _along(x, axis: int, start=None, stop=None):
-    """x[..., start:stop, ...] on `axis` (>= 0). The index is built without mutating a list: under
-    ms.jit a mutated list can leak between call sites and slice the wrong axis."""
-    return x[(slice(None),) * axis + (slice(start, stop),)]
-
-
-# ---- 3D convolution with PyTorch names -------------------------------------------------------
-
-def window_offsets(x, axis: int, k: int, s: int):
-    """The k shifted views x[d : d + s*(n-1) + 1 : s] (d < k) along `axis`, n = (L - k) // s + 1.
-    Strided ones are gathered by index: the CPU backward of a strided slice fails (MindSpore 2.10).
-    Plain loops, not comprehensions: ms.jit mis-compiles comprehensions over tensors."""
-    n = (x.shape[axis] - k) // s + 1
-    views = []
-    for d in range(k):
-        if s == 1:
-            views.append(_along(x, axis, d, d + n))
-        else:
-            views.append(ops.gather(x, Tensor(np.arange(d, d + s * n, s, dtype=np.int32)), axis))
-    return views
-
-
-def conv3d_by_matmul(x, weight, bias, stride):
-    """A valid (unpadded) Conv3d as one matmul over the gathered kernel windows. ops.conv3d is
-    correct on CPU but several times slower than this; the windows cost kernel-volume x the input
-    memory. Windows are gathered one axis at a time (W, then H, then T: 3+3+3 views, not 27)."""
-    o, c, kt, kh, kw = weight.shape
-    cols = x.transpose(0, 2, 3, 4, 1)  # [B, T, H, W, C]: each window offset is one contiguous C-vector
-    for axis, k, s in ((3, kw, stride[2]), (2, kh, stride[1]), (1, kt, stride[0])):
-        if k == 1 and s == 1:
-            continue
-        shifted = window_offsets(cols, axis, k, s)
-        # offsets go in front of what is already gathered: features end up in (dt, dh, dw, c) order
-        cols = shifted[0] if k == 1 else ops.cat(shifted, -1)
-    wmat = weight.transpose(0, 2, 3, 4, 1).reshape(o, kt * kh * kw * c)
-    return ops.dense(cols, wmat, bias).transpose(0, 4, 1, 2, 3)
-
-
-# Measured on CPU (MindSpore 2.10, PyNative, 2 shared cores): ops.conv3d runs at ~0.25-0.5 GMAC/s
-# (288 MMAC: 1150 ms vs 86 ms by matmul); the matmul form costs ~15 small ops (~30 ms) whatever the
-# size, so it wins from ~10 MMAC (0.2 MMAC: 6 ms vs 34 ms).
-MATMUL_CONV_MIN_MACS = 8_000_000
-
-
-def prefer_matmul_on_cpu(x_shape, w_shape) -> bool:
-    b, _, t, h, w = x_shape
-    o, c, kt, kh, kw = w_shape
-    return b * t * h * w * o * c * kt * kh * kw >= MATMUL_CONV_MIN_MACS
-
-
-class Conv3d(nn.Cell):
-    """torch.nn.Conv3d without padding: weight [out, in, k, k, k], bias [out], PyTorch's default init."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride=1):
-        super().__init__()
-        fan_in = in_channels * kernel_size ** 3
-        self.weight = new_param((out_channels, in_channels, kernel_size, kernel_size, kernel_size),
-                                uniform_fan_in(fan_in))
-        self.bias = new_param((out_channels,), uniform_fan_in(fan_in))
-        self.stride = tuple(stride) if isinstance(stride, (tuple, list)) else (stride,) * 3
-        self.on_cpu = ms.get_context("device_target") == "CPU"
-
-    def construct(self, x):
-        if self.on_cpu and prefer_matmul_on_cpu(x.shape, self.weight.shape):
-            return conv3d_by_matmul(x, self.weight, self.bias, self.stride)
-        return ops.conv3d(x, self.weight, self.bias, stride=self.stride, pad_mode="valid")
 
 
 def replicate_pad(x, front: int, side: int):
@@ -335,8 +267,8 @@ def blend(prev, cur, extent: int, axis: int):
     shape = [1] * len(cur.shape)
     shape[axis] = extent
     ramp = Tensor((np.arange(extent, dtype=np.float32) / extent).reshape(shape)).astype(cur.dtype)
-    head = _along(prev, axis, -extent) * (1 - ramp) + _along(cur, axis, 0, extent) * ramp
-    return ops.cat([head, _along(cur, axis, extent)], axis)
+    head = along(prev, axis, -extent) * (1 - ramp) + along(cur, axis, 0, extent) * ramp
+    return ops.cat([head, along(cur, axis, extent)], axis)
 
 
 def tiled_space(x, run, tile_in: int, tile_out: int, overlap: float):

@@ -8,47 +8,12 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..layers.attention import AttentionCore, merge_heads, split_heads
+from ..layers.conv import Conv2d, GroupNorm
 from ..layers.init import new_param, ones, uniform_fan_in, zeros
 from ..layers.linear import torch_default_linear
 
 SCALING_FACTOR = 0.18215  # latents fed to the DiT are mean * SCALING_FACTOR (applied by the caller)
 LOGVAR_RANGE = (-30.0, 20.0)  # diffusers' DiagonalGaussianDistribution clamps logvar to this
-
-
-# ---- layers with PyTorch names (MindSpore's own Conv2d/GroupNorm use other names) -------------
-
-class Conv2d(nn.Cell):
-    """torch.nn.Conv2d: weight [out, in, k, k], bias [out], symmetric zero padding, PyTorch init."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 bias: bool = True):
-        super().__init__()
-        fan_in = in_channels * kernel_size * kernel_size
-        self.weight = new_param((out_channels, in_channels, kernel_size, kernel_size), uniform_fan_in(fan_in))
-        self.bias = new_param((out_channels,), uniform_fan_in(fan_in)) if bias else None
-        self.stride = stride
-        self.padding = padding
-
-    def construct(self, x):
-        if self.padding:
-            return ops.conv2d(x, self.weight, self.bias, stride=self.stride, pad_mode="pad", padding=self.padding)
-        return ops.conv2d(x, self.weight, self.bias, stride=self.stride, pad_mode="valid")
-
-
-class GroupNorm(nn.Cell):
-    """torch.nn.GroupNorm (affine) over [B, C, ...], computed in fp32 whatever the compute dtype."""
-
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.num_groups = num_groups
-        self.eps = eps
-        self.weight = new_param((num_channels,), ones)
-        self.bias = new_param((num_channels,), zeros)
-
-    def construct(self, x):
-        y = ops.group_norm(x.astype(ms.float32), self.num_groups, self.weight.astype(ms.float32),
-                           self.bias.astype(ms.float32), self.eps)
-        return y.astype(x.dtype)
 
 
 # ---- diffusers building blocks -----------------------------------------------------------------
