@@ -207,3 +207,48 @@ def test_trains_on_cached_latents_and_skips_bad_rows(tmp_path):
     assert len(m) == 4 and all(np.isfinite(x["loss"]) for x in m)
     assert tr.dataset.skipped_rows == 1
     assert sum(x["data_skipped"] for x in m) >= 1  # clip_7 is met once per epoch (4 steps = 2 epochs)
+
+
+def test_lora_trains_adapters_only_and_merges_into_the_base(tmp_path):
+    """A tiny HunyuanVideo DiT: full weights saved as the 'official' base, LoRA fine-tuning on it,
+    adapter-only checkpoints, exact resume, and tools/merge_lora.py folding them back."""
+    import subprocess
+    import sys
+
+    from safetensors.numpy import save_file
+
+    from conftest import REPO
+    from vgen.models.weights import net_arrays
+
+    hy = ["model=hunyuan_tiny", "data=synthetic", "data.num_samples=8", "progress=false", "schedule.log_every=1",
+          "schedule.ckpt_every=2", "schedule.lr=1e-3", "schedule.warmup_steps=0"]
+    base_run = tmp_path / "base"
+    base_run.mkdir()
+    tr = Trainer(compose([*hy, "schedule.max_steps=1"]), base_run).setup()
+    base = tmp_path / "base.safetensors"
+    arrays = net_arrays(tr.family.net)
+    rng = np.random.default_rng(0)
+    for k in arrays:  # a 'pretrained' base: the zero-initialised gates and output layers carry weights
+        if not arrays[k].any():
+            arrays[k] = (rng.standard_normal(arrays[k].shape) * 0.05).astype(np.float32)
+    save_file(arrays, str(base))
+    lora = [*hy, f"model.pretrained={base}", "model.lora.rank=4", "model.lora.alpha=8"]
+    run = tmp_path / "lora"
+    cli("vgen-train", *lora, "schedule.max_steps=4", f"run_dir={run}", check=True)
+    saved = load_file(str(run / "checkpoints" / "step_4" / "model.safetensors"))
+    assert saved and all(".lora_" in k for k in saved)  # adapters only
+    # resume to 6 equals an uninterrupted 6-step run
+    cli("vgen-train", *lora, "schedule.max_steps=6", f"run_dir={run}", check=True)
+    ref = tmp_path / "ref"
+    cli("vgen-train", *lora, "schedule.max_steps=6", f"run_dir={ref}", check=True)
+    assert losses(read_metrics(run)) == losses(read_metrics(ref))
+    out = tmp_path / "merged.safetensors"
+    subprocess.run([sys.executable, str(REPO / "tools" / "merge_lora.py"), str(base), str(run / "checkpoints" / "step_6"),
+                    str(out)], check=True, capture_output=True)
+    merged, adapters, b = load_file(str(out)), load_file(str(run / "checkpoints" / "step_6" / "model.safetensors")), \
+        load_file(str(base))
+    assert set(merged) == set(b)
+    name = "double_blocks.0.img_attn_qkv"
+    want = b[f"{name}.weight"] + 2.0 * adapters[f"{name}.lora_up.weight"] @ adapters[f"{name}.lora_down.weight"]
+    np.testing.assert_allclose(merged[f"{name}.weight"], want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(merged[f"{name}.weight"], b[f"{name}.weight"])

@@ -35,11 +35,22 @@ class VAEConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters on the family's Linear layers; rank 0 trains the full model."""
+
+    rank: int = 0
+    alpha: Optional[float] = None  # scale alpha / rank; default: rank (scale 1)
+    targets: List[str] = field(default_factory=list)  # module-path patterns; default: the family's
+    dropout: float = 0.0
+
+
+@dataclass
 class ModelConfig:
     family: str = MISSING
     name: str = MISSING
     pretrained: Optional[str] = None  # safetensors file in the official layout
     dtype_exempt: List[str] = field(default_factory=list)  # name patterns kept in fp32 under bf16/fp16
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 @dataclass
@@ -131,3 +142,27 @@ class HunyuanConfig(ModelConfig):
     train_guidance: float = 6.0  # guidance fed to guidance_in while training (the official default)
     text_dropout: float = 0.2  # captions replaced by the cached empty prompt
     objective: RectifiedFlowConfig = field(default_factory=RectifiedFlowConfig)
+
+
+@dataclass
+class VAELossConfig:
+    """Weights of the autoencoder training terms (not published for HunyuanVideo: ours follow
+    the LDM/SD recipe). 0 disables a term."""
+
+    l1: float = 1.0  # pixel L1 reconstruction
+    kl: float = 1e-6  # KL of the posterior to N(0, I)
+    lpips: float = 0.0  # perceptual (LPIPS); needs lpips_weights
+    lpips_weights: Optional[str] = None  # converted LPIPS (VGG16 + linear heads) safetensors
+    gan: float = 0.0  # adversarial weight on the decoder; 0: no discriminator
+    gan_start_step: int = 0  # the adversarial terms start after this many steps
+    disc_layers: int = 3  # PatchGAN depth
+
+
+@dataclass
+class HunyuanVAEConfig(ModelConfig):
+    """Training the HunyuanVideo causal 3D VAE (884-16c at the official sizes)."""
+
+    family: str = "hunyuan_vae"
+    preset: str = "884-16c"  # or "tiny"
+    input_size: List[int] = field(default_factory=lambda: [17, 256, 256])  # pixel (T, H, W) of training clips
+    loss: VAELossConfig = field(default_factory=VAELossConfig)

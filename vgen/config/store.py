@@ -1,10 +1,11 @@
 """Registers the schemas in Hydra's ConfigStore, once, before Hydra composes."""
 from hydra.core.config_store import ConfigStore
 
-from .models import HunyuanConfig, STDiT2Config, STDiTConfig
+from .models import HunyuanConfig, HunyuanVAEConfig, STDiT2Config, STDiTConfig
 from .schema import CachedDataConfig, SyntheticDataConfig, TrainConfig, VideoDataConfig
 
-MODEL_SCHEMAS = {"stdit_schema": STDiTConfig, "stdit2_schema": STDiT2Config, "hunyuan_schema": HunyuanConfig}
+MODEL_SCHEMAS = {"stdit_schema": STDiTConfig, "stdit2_schema": STDiT2Config, "hunyuan_schema": HunyuanConfig,
+                 "hunyuan_vae_schema": HunyuanVAEConfig}
 DATA_SCHEMAS = {"synthetic_schema": SyntheticDataConfig, "cached_schema": CachedDataConfig,
                 "video_schema": VideoDataConfig}
 

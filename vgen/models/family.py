@@ -52,10 +52,21 @@ class Family:
     sp_plan: Callable = None  # (net, sp_group) -> places the split points and Ulysses cores
     no_decay_patterns: Sequence[str] = field(default_factory=lambda: ("embedding", "pos_embed", "scale_shift_table"))
     extra_streams: Sequence[str] = ()  # keyed random streams the family draws in cond_inputs
-    loss_cell: Callable = None  # net -> Cell(x0, noise, t, *cond) -> [B]; default: objective.loss_cell
+    loss_cell: Callable = None  # net -> Cell(*inputs) -> [B]; default: objective.loss_cell(net)
+    # what the family trains on: "latent" (denoisers: clips are VAE-encoded, online or cached) or
+    # "pixels" (autoencoders: the decoded clips themselves)
+    input_kind: str = "latent"
+    lora_targets: Sequence[str] = ()  # default LoRA targets (module-path patterns)
+    # batch -> the loss cell's inputs; default (x0, noise, t, *cond_inputs(batch))
+    inputs: Callable[[Dict[str, np.ndarray]], Tuple[np.ndarray, ...]] = None
 
     def make_loss_cell(self, net):
         return self.loss_cell(net) if self.loss_cell is not None else self.objective.loss_cell(net)
+
+    def model_inputs(self, batch) -> tuple:
+        if self.inputs is not None:
+            return tuple(self.inputs(batch))
+        return (batch["latent"], batch["noise"], batch["t"]) + tuple(self.cond_inputs(batch))
 
     def no_decay(self, name: str, ndim: int) -> bool:
         """Biases, norms (1-D) and embeddings are excluded from weight decay."""

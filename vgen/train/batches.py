@@ -90,7 +90,7 @@ class StepBatchBuilder:
             rngs = sample_rngs(self.seed, step, positions, streams)
             if "latent" in batch:
                 latent_shape = batch["latent"].shape[1:]
-            else:  # encoded online: draw the VAE's sampling noise here too
+            else:  # clips: the latent shape their VAE gives, and its sampling noise
                 _, _, t, h, w = batch["video"].shape
                 latent_shape = self.family.latent.latent_shape(t, h, w)
                 batch["vae_noise"] = np.stack([r.standard_normal(latent_shape, dtype=np.float32)
@@ -105,5 +105,5 @@ class StepBatchBuilder:
 
 
 def model_inputs(family, batch) -> tuple:
-    """(x0, noise, t, *cond) for the loss cell."""
-    return (batch["latent"], batch["noise"], batch["t"]) + tuple(family.cond_inputs(batch))
+    """The loss cell's inputs of a micro-batch (the family decides; (x0, noise, t, *cond) by default)."""
+    return family.model_inputs(batch)

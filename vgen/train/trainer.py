@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from ..data.loader import Prefetcher
 from ..models.layers.init import is_buffer, materialize, named_params
+from ..models.lora import apply_lora
 from ..models.registry import build_family
 from ..models.weights import load_arrays, load_safetensors, net_arrays
 from ..parallel.comm import barrier
@@ -72,10 +73,19 @@ class Trainer:
 
         # weights in fp32 first: masters and EMA are taken from them
         materialize(net, cfg.seed)
-        if reader is not None:
-            load_arrays(net, reader.arrays("model"), str(self.resume_from))
-        elif cfg.model.pretrained:
+        lora = cfg.model.lora
+        if cfg.model.pretrained and (reader is None or lora.rank > 0):
             load_safetensors(net, cfg.model.pretrained)
+        if lora.rank > 0:  # adapters on the frozen base; checkpoints then hold the adapters only
+            targets = list(lora.targets) or list(family.lora_targets)
+            if not targets:
+                raise ValueError(f"model.lora.targets: family {family.name} has no default LoRA targets; name the "
+                                 "Linear layers to adapt (module-path patterns)")
+            adapted = apply_lora(net, lora.rank, lora.alpha or lora.rank, targets, lora.dropout, seed=cfg.seed)
+            if self.mesh.is_main:
+                log.info("LoRA rank %d on %d layers; the base stays frozen", lora.rank, len(adapted))
+        if reader is not None:
+            load_arrays(net, reader.arrays("model"), str(self.resume_from), strict=lora.rank == 0)
         trainable = [(n, q) for n, q in named_params(net) if q.requires_grad]
         full_values = {n: q.asnumpy() for n, q in trainable}
         self.buffers = {n: q.asnumpy() for n, q in named_params(net) if is_buffer(q)}
@@ -111,7 +121,7 @@ class Trainer:
                                  loss_scaling=self.policy.loss_scaling, jit=cfg.jit)
 
         self.dataset, self.sampler = build_data(cfg, family, self.mesh.dp)
-        online_vae = cfg.data.kind == "video" and cfg.data.latents == "online"
+        online_vae = cfg.data.kind == "video" and cfg.data.latents == "online" and family.input_kind == "latent"
         online_text = cfg.data.kind == "video" and cfg.data.text == "online"
         # seed 0: the tiny encoders' weights are the ones vgen-cache used (its manifests say seed0)
         self.encoders = (OnlineEncoders(cfg.model, family.latent, vae=online_vae, text=online_text, seed=0,
@@ -127,8 +137,8 @@ class Trainer:
         dtype = self.policy.compute_dtype
         if dtype == ms.float32:
             return
-        for name, q in named_params(net):
-            if q.requires_grad and not self.policy.keep_fp32(name):
+        for name, q in named_params(net):  # trained or frozen (a LoRA base): everything but buffers
+            if not is_buffer(q) and not self.policy.keep_fp32(name):
                 q.set_dtype(dtype)
 
     def _restore(self, reader: ckpt_io.CheckpointReader):

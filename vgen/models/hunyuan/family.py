@@ -4,6 +4,7 @@ import numpy as np
 from ...objectives.rectified_flow import RectifiedFlow
 from ...parallel.sequence import JointUlyssesAttention, SequenceGather, SequenceSplit
 from ..family import Family, LatentSpec, TextSpec
+from ..lora import HUNYUAN_BLOCK_TARGETS
 from ..registry import register
 from .dit import build_hunyuan_dit
 
@@ -49,4 +50,5 @@ def build(cfg) -> Family:
         cond_inputs=cond_inputs(cfg.train_guidance if cfg.guidance_embed else 0.0),
         blocks=lambda: list(net.double_blocks) + list(net.single_blocks),
         sp_plan=sp_plan,
+        lora_targets=HUNYUAN_BLOCK_TARGETS,
     )
