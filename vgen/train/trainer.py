@@ -76,6 +76,9 @@ class Trainer:
         lora = cfg.model.lora
         if cfg.model.pretrained and (reader is None or lora.rank > 0):
             load_safetensors(net, cfg.model.pretrained)
+        # state the model carries but does not train (buffers, fixed tables such as rope.freqs):
+        # saved with every checkpoint; a LoRA base, frozen below, is not (it is model.pretrained)
+        self.fixed = {n: q for n, q in named_params(net) if not q.requires_grad}
         if lora.rank > 0:  # adapters on the frozen base; checkpoints then hold the adapters only
             targets = list(lora.targets) or list(family.lora_targets)
             if not targets:
@@ -86,9 +89,9 @@ class Trainer:
                 log.info("LoRA rank %d on %d layers; the base stays frozen", lora.rank, len(adapted))
         if reader is not None:
             load_arrays(net, reader.arrays("model"), str(self.resume_from), strict=lora.rank == 0)
+        self.fixed = {n: q.asnumpy() for n, q in self.fixed.items()}
         trainable = [(n, q) for n, q in named_params(net) if q.requires_grad]
         full_values = {n: q.asnumpy() for n, q in trainable}
-        self.buffers = {n: q.asnumpy() for n, q in named_params(net) if is_buffer(q)}
 
         # plans, in a fixed order: SP on attention cores -> recompute on blocks -> ZeRO on layers
         if self.mesh.sp > 1:
@@ -168,17 +171,17 @@ class Trainer:
         ema = self.cfg.schedule.ema_decay > 0
         if self.sync.shards == 1:
             if self.mesh.is_main:
-                model = {**self.buffers, **{n: a for b in self.buckets for n, a in b.full_arrays("master").items()}}
+                model = {**self.fixed, **{n: a for b in self.buckets for n, a in b.full_arrays("master").items()}}
                 w.write("model.safetensors", model)
                 if ema:
-                    w.write("ema.safetensors", {**self.buffers, **{n: a for b in self.buckets
+                    w.write("ema.safetensors", {**self.fixed, **{n: a for b in self.buckets
                                                                    for n, a in b.full_arrays("ema").items()}})
                 w.write("optimizer.safetensors", {f"{kind}.{n}": a for kind, which in (("adam_m", "m"), ("adam_v", "v"))
                                                   for b in self.buckets for n, a in b.full_arrays(which).items()})
         else:
             kinds = {"model": "master", "adam_m": "m", "adam_v": "v", **({"ema": "ema"} if ema else {})}
             if self.mesh.is_main:
-                w.write("buffers.safetensors", self.buffers)
+                w.write("buffers.safetensors", self.fixed)
                 params = {sl.name: {"shape": list(sl.shape), "numel": sl.numel, "shard": sl.shard}
                           for b in self.buckets for sl in b.slots}
                 w.write_json(ckpt_io.INDEX_FILE, {"format": "vgen-sharded-1", "shards": self.sync.shards,
