@@ -1,9 +1,11 @@
 """Runs training scenarios inside one msrun job (each worker runs them in order), so the
 distributed tests pay msrun's start-up once. Usage (under msrun):
 
-    dist_scenarios.py <root> '<json list of {"name", "overrides", "sp", "zero"}>'
+    dist_scenarios.py <root> '<json list of {"name", "overrides", "sp", "zero", "data"}>'
 
-Every scenario trains in <root>/<name>/ (rank 0 writes metrics.jsonl and checkpoints)."""
+Every scenario trains in <root>/<name>/ (rank 0 writes metrics.jsonl and checkpoints). "sp" and
+"zero" default to what the overrides (e.g. a recipe) set; "data" replaces the composed data
+group (scaled-down recipes train on synthetic latents)."""
 import json
 import sys
 from pathlib import Path
@@ -26,9 +28,14 @@ def main():
     from vgen.train.trainer import Trainer
 
     setup_logging(rank)
+    from omegaconf import OmegaConf
+
     for sc in scenarios:
-        cfg = compose([*sc["overrides"], f"parallel.workers={size}", f"parallel.sp={sc.get('sp', 1)}",
-                       f"parallel.zero_stage={sc.get('zero', 0)}"])
+        extra = [f"parallel.workers={size}"] + [f"parallel.{k}={sc[key]}" for key, k in (("sp", "sp"), ("zero", "zero_stage"))
+                                              if key in sc]
+        cfg = compose([*sc["overrides"], *extra])
+        if "data" in sc:
+            cfg.data = OmegaConf.create(sc["data"])
         run_dir = root / sc["name"]
         run_dir.mkdir(parents=True, exist_ok=True)
         Trainer(cfg, run_dir, build_mesh(rank, size, cfg.parallel.sp)).setup().run()

@@ -68,7 +68,14 @@ def _model_checks_hunyuan(m, cfg, err):
             f"choose sp among {divisors}")
 
 
-MODEL_CHECKS: Dict[str, Callable] = {"hunyuan": _model_checks_hunyuan, "opensora_stdit": _model_checks_stdit, "opensora_stdit2": _model_checks_stdit2}
+def _model_checks_vae(m, cfg, err):
+    if cfg.parallel.sp > 1:
+        err("parallel.sp > 1: autoencoder training has no sequence-parallel plan; use data parallel / ZeRO")
+    if cfg.data.kind != "video":
+        err(f"data={cfg.data.kind}: an autoencoder trains on clips: use data=video (or data=webvid)")
+
+
+MODEL_CHECKS: Dict[str, Callable] = {"hunyuan": _model_checks_hunyuan, "hunyuan_vae": _model_checks_vae, "opensora_stdit": _model_checks_stdit, "opensora_stdit2": _model_checks_stdit2}
 
 
 def validate(cfg: DictConfig) -> None:
