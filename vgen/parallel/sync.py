@@ -67,8 +67,16 @@ class GradSync:
         return self.all_reduce(x.astype(ms.float32)) / self.size
 
 
+def _f32_flat(g):
+    g = g.reshape(-1)
+    return g if g.dtype == ms.float32 else g.astype(ms.float32)
+
+
 def flatten_rank_major(grads, layout, shards: int):
     """Per-parameter gradients -> [shards * L], each parameter padded and split by rank."""
+    if shards == 1:  # no padding, no reordering: one concatenation
+        flat = [_f32_flat(g) for g in grads]
+        return ops.cat(flat) if len(flat) > 1 else flat[0]
     rows = []
     for g, (numel, s, _) in zip(grads, layout):
         flat = g.astype(ms.float32).reshape(-1)
@@ -81,5 +89,5 @@ def flatten_rank_major(grads, layout, shards: int):
 
 def flatten_local(grads):
     """Shard gradients of sharded parameters -> [L]."""
-    flat = [g.astype(ms.float32).reshape(-1) for g in grads]
+    flat = [_f32_flat(g) for g in grads]
     return ops.cat(flat) if len(flat) > 1 else flat[0]

@@ -14,6 +14,11 @@ from ..parallel.sync import GradSync, flatten_local, flatten_rank_major
 from .optim import adamw_, ema_
 
 
+def _as(x, dtype):
+    """x in `dtype`, without a cast kernel when it already is (resolved when compiling)."""
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
 class BucketOps:
     """The compiled per-bucket functions (cached by input signature)."""
 
@@ -65,9 +70,13 @@ class BucketOps:
             for p, (_, s, off) in zip(params, layout):
                 ops.assign(p, new[off:off + s].astype(p.dtype))
             return lr
+        if self.grad_sync.shards == 1:  # the common case in as few kernels as possible (CPU launches cost)
+            for p, (numel, _, off) in zip(params, layout):
+                ops.assign(p, _as(new[off:off + numel].reshape(p.shape), p.dtype))
+            return lr
         full = self.grad_sync.gather(new)  # [shards, L]
         for p, (numel, s, off) in zip(params, layout):
-            ops.assign(p, full[:, off:off + s].reshape(-1)[:numel].reshape(p.shape).astype(p.dtype))
+            ops.assign(p, _as(full[:, off:off + s].reshape(-1)[:numel].reshape(p.shape), p.dtype))
         return lr
 
 
