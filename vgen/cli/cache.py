@@ -14,9 +14,14 @@ of the tool itself, given like overrides:
     cache.chunk_frames=N      frames decoded and encoded at a time by a per-frame VAE (default 64)
 
 Layout under data.cache_dir (see vgen/data/manifest.py): text/<video stem>.npz, text/empty.npz,
-latent_<h>x<w>/<video stem>.npz, and a manifest.json per folder. With data.buckets a video is
-encoded at every bucket resolution it can be assigned to, else at data.resolution; latents
-cover every frame of the clip taken at data.frame_stride (or data.target_fps).
+latent_<h>x<w>/<video stem>.npz, and a manifest.json per folder. Text: the states and mask of
+model.text_encoder, plus the pooled vector of model.text_encoder_2 for a model that has one
+(HunyuanVideo: LLM states through the prompt template, video or image by the row's file, and
+CLIP's pooled output). With data.buckets a video is encoded at every bucket resolution it can be
+assigned to, else at data.resolution; latents cover the clip taken at data.frame_stride (or
+data.target_fps): every frame for a per-frame VAE, consecutive segments as long as the longest
+training clip (data.num_frames, or the bucket table's most frames), each encoded on its own, for
+a causal VAE (HunyuanVideo's; vgen/data/cached_video.py says how samples read them).
 
 Resumable: files that exist are skipped, each file is written under a temporary name and
 renamed. Bad rows are reported with their CSV line; data.skip_bad=true skips and counts them.
@@ -44,10 +49,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from vgen.config.validate import ConfigError
 from vgen.data.cached_video import (IMAGE_FPS, assignable_resolutions, cache_name, encodable_frames, is_image,
-                                    make_buckets, read_video_records, strides_or_problems)
+                                    make_buckets, read_video_records, segment_frames, strides_or_problems)
 from vgen.data.errors import DataError
-from vgen.data.manifest import (EMPTY_TEXT, check_existing, ensure_manifest, latent_folder, latent_manifest,
-                                text_folder, text_manifest)
+from vgen.data.manifest import (EMPTY_TEXT, check_existing, encoder_record, ensure_manifest, latent_folder,
+                                latent_manifest, text_folder, text_manifest)
 from vgen.data.records import format_problems
 
 log = logging.getLogger("vgen")
@@ -131,14 +136,16 @@ def _file_sha256(path: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def encoder_weights_id(enc_cfg, what: str) -> str:
-    """The manifest's `weights`: the checkpoint's sha256, or the seeded init of a tiny encoder."""
+def encoder_weights_id(enc_cfg, what: str, key: Optional[str] = None) -> str:
+    """The manifest's `weights`: the checkpoint's sha256, or the seeded init of a tiny encoder.
+    `key`: the model config key of the encoder (default: `what` with underscores)."""
     from vgen.models.encoders import weights_id
     from vgen.models.weights import WeightsError
 
+    key = key or what.replace(" ", "_")
     if not enc_cfg.path:
         if not enc_cfg.name.endswith("-tiny"):
-            raise WeightsError(f"{what} {enc_cfg.name} needs its weights: set model.{what.replace(' ', '_')}.path "
+            raise WeightsError(f"{what} {enc_cfg.name} needs its weights: set model.{key}.path "
                                f"to the converted safetensors")
         return weights_id(None, enc_cfg.name, ENCODER_SEED)
     p = Path(enc_cfg.path)
@@ -149,22 +156,35 @@ def encoder_weights_id(enc_cfg, what: str) -> str:
     return weights_id(str(p), enc_cfg.name, ENCODER_SEED)
 
 
-def tokenizer_id(enc_cfg) -> str:
+def tokenizer_id(enc_cfg, key: str = "text_encoder") -> str:
     from vgen.models.weights import WeightsError
 
     path = enc_cfg.tokenizer
     if not path:
-        raise WeightsError(f"model.text_encoder.tokenizer: set it to the tokenizer files of {enc_cfg.name} "
+        raise WeightsError(f"model.{key}.tokenizer: set it to the tokenizer files of {enc_cfg.name} "
                            "(tokenizer.json or spiece.model, or their directory)")
     if os.path.isdir(path):
         found = [os.path.join(path, n) for n in ("tokenizer.json", "spiece.model")
                  if os.path.isfile(os.path.join(path, n))]
         if not found:
-            raise WeightsError(f"model.text_encoder.tokenizer={path} holds neither tokenizer.json nor spiece.model")
+            raise WeightsError(f"model.{key}.tokenizer={path} holds neither tokenizer.json nor spiece.model")
         path = found[0]
     if not os.path.isfile(path):
-        raise WeightsError(f"model.text_encoder.tokenizer={path}: no such file")
+        raise WeightsError(f"model.{key}.tokenizer={path}: no such file")
     return _file_sha256(path)
+
+
+def text_cache_manifest(model_cfg, dtype: str) -> dict:
+    """The text folder's manifest: model.text_encoder's identity, and model.text_encoder_2's under
+    "pooled" when the model has a pooled text encoder."""
+    from vgen.models.encoders import text_encoder_configs, text_encoder_spec
+
+    records = [encoder_record(enc.name, encoder_weights_id(enc, "text encoder", key), text_encoder_spec(enc.name).dim,
+                              enc.max_length, tokenizer_id(enc, key))
+               for key, enc in text_encoder_configs(model_cfg)]
+    first = records[0]
+    return text_manifest(first["encoder"], first["weights"], first["dim"], first["length"], dtype,
+                         first["tokenizer"], pooled=records[1] if len(records) > 1 else None)
 
 
 # ---- files ------------------------------------------------------------------------------------------
@@ -232,15 +252,12 @@ def _progress(cfg, rank: int, total: int, unit: str):
 
 def run_text(cfg, options: dict, rank: int = 0, world: int = 1) -> Summary:
     """Text embeddings of this rank's rows into <cache_dir>/text/ (and text/empty.npz on rank 0)."""
-    from vgen.models.encoders import text_encoder_spec
-
-    d, enc = cfg.data, cfg.model.text_encoder
+    d = cfg.data
     summary = Summary("text")
     records, root, problems = read_video_records(d, check_files=False, metadata=False)  # no video needed
     _csv_problems(cfg, problems, summary, rank)
     folder = text_folder(d.cache_dir)
-    manifest = text_manifest(enc.name, encoder_weights_id(enc, "text encoder"), text_encoder_spec(enc.name).dim,
-                             enc.max_length, options["dtype"], tokenizer_id(enc))
+    manifest = text_cache_manifest(cfg.model, options["dtype"])
     check_existing(folder, manifest)  # before any work: never mix two encoders' outputs
     mine = [records[i] for i in rank_rows(len(records), rank, world)]
     todo = [(r, folder / (cache_name(r.path, root) + ".npz")) for r in mine]
@@ -250,38 +267,32 @@ def run_text(cfg, options: dict, rank: int = 0, world: int = 1) -> Summary:
     need_empty = rank == 0 and not empty_path.is_file()
     if todo or need_empty:
         ensure_manifest(folder, manifest)
-        encode = _text_encoder(enc)
+        from vgen.models.encoders import TextEncoders
+
+        # the online encoders' object and compile setting: both paths give the same arrays
+        encode = TextEncoders.from_model_config(cfg.model, seed=ENCODER_SEED, jit=cfg.jit)
         dtype = DTYPES[options["dtype"]]
         with _progress(cfg, rank, len(todo), "caption") as bar:
             for start in range(0, len(todo), int(options["batch_size"])):
                 chunk = todo[start:start + int(options["batch_size"])]
-                emb, mask = encode([r.caption for r, _ in chunk])
-                for (_, path), e, m in zip(chunk, emb, mask):
-                    write_npz(path, text_emb=e.astype(dtype), mask=m.astype(np.uint8))
+                out = encode([r.caption for r, _ in chunk], [is_image(r.path) for r, _ in chunk])
+                for i, (_, path) in enumerate(chunk):
+                    write_npz(path, **text_arrays(out, i, dtype))
                 summary.encoded += len(chunk)
                 summary.files += len(chunk)
                 bar.update(len(chunk))
-        if need_empty:
-            emb, mask = encode([""])
-            write_npz(empty_path, text_emb=emb[0].astype(dtype), mask=mask[0].astype(np.uint8))
+        if need_empty:  # caption dropout's empty prompt (the video template)
+            write_npz(empty_path, **text_arrays(encode([""], [False]), 0, dtype))
     summary.folders = {folder.name: len(mine)}
     return summary
 
 
-def _text_encoder(enc_cfg):
-    """captions -> (text_emb [B, L, D] float32, mask [B, L]) with the frozen encoder."""
-    import mindspore as ms
-
-    from vgen.models.encoders import build_text_encoder
-
-    net, tokenizer = build_text_encoder(enc_cfg, seed=ENCODER_SEED)
-
-    def encode(captions):
-        tokens = tokenizer(list(captions))
-        out = net(ms.Tensor(tokens["input_ids"]), ms.Tensor(tokens["attention_mask"]))
-        return out.asnumpy().astype(np.float32), tokens["attention_mask"]
-
-    return encode
+def text_arrays(out: dict, i: int, dtype) -> dict:
+    """One caption's cache file arrays from a TextEncoders output: text_emb, mask[, text_pooled]."""
+    arrays = {"text_emb": out["text_emb"][i].astype(dtype), "mask": out["text_mask"][i].astype(np.uint8)}
+    if "text_pooled" in out:
+        arrays["text_pooled"] = out["text_pooled"][i].astype(dtype)
+    return arrays
 
 
 def _vae_resolutions(cfg, buckets) -> List[Tuple[int, int]]:
@@ -309,9 +320,11 @@ def run_vae(cfg, options: dict, rank: int = 0, world: int = 1) -> Summary:
     _csv_problems(cfg, problems, summary, rank)
     buckets = make_buckets(d)
     weights = encoder_weights_id(vcfg, "vae")
+    t = int(spec.compression[0])
+    segment = segment_frames(buckets, d.num_frames, t) if t > 1 else None  # a causal VAE's segments
     manifests = {hw: latent_manifest(vcfg.name, weights, spec.channels, spec.compression, spec.scale, spec.shift,
                                      hw, options["dtype"], None if d.target_fps is not None else d.frame_stride,
-                                     d.target_fps)
+                                     d.target_fps, segment_frames=segment)
                  for hw in _vae_resolutions(cfg, buckets)}
     for hw, manifest in manifests.items():  # before any work: never mix two VAEs' or strides' outputs
         check_existing(latent_folder(d.cache_dir, *hw), manifest)
@@ -355,8 +368,9 @@ def run_vae(cfg, options: dict, rank: int = 0, world: int = 1) -> Summary:
                         ensure_manifest(latent_folder(d.cache_dir, *hw), manifests[hw])
                         ensured.add(hw)
                     arrays = encode_clip(vae, rec.path, frame_stride=d.frame_stride, target_fps=d.target_fps, size=hw,
-                                         frames_per_call=vcfg.frames_per_call, t_compression=spec.compression[0],
-                                         chunk_frames=int(options["chunk_frames"]), dtype=DTYPES[options["dtype"]])
+                                         frames_per_call=vcfg.frames_per_call, t_compression=t,
+                                         chunk_frames=int(options["chunk_frames"]), dtype=DTYPES[options["dtype"]],
+                                         segment_frames=segment)
                     write_npz(paths[hw], **arrays)
                     summary.files += 1
                     folders[latent_folder(d.cache_dir, *hw).name] += 1
@@ -380,12 +394,14 @@ def _keep_rows(index, records, kept, problems, cfg, summary):
 
 
 def encode_clip(vae, path: str, *, frame_stride: int, target_fps: Optional[float], size: Tuple[int, int],
-                frames_per_call: int, t_compression: int, chunk_frames: int, dtype) -> dict:
-    """The cache file of one video at one size: latent_mean / latent_std [F, C, h, w] over every
-    frame taken at the stride (all of them that the VAE can encode), fps and ori_size (H, W)."""
-    import mindspore as ms
-
-    from vgen.data.video import _open_video, read_clip, resolve_stride, video_info
+                frames_per_call: int, t_compression: int, chunk_frames: int, dtype,
+                segment_frames: Optional[int] = None) -> dict:
+    """The cache file of one video at one size: latent_mean / latent_std, fps and ori_size (H, W).
+    The clip is every frame taken at the stride. A per-frame VAE (t_compression 1) gives [F, C, h, w]
+    over all of them, encoded chunk_frames at a time; a causal VAE gives [S, n, C, h, w]: S
+    consecutive segments of segment_frames frames (one of the most 1 + t k frames there are when
+    the clip is shorter), each encoded as a clip of its own."""
+    from vgen.data.video import _open_video, resolve_stride, video_info
 
     _, height, width, fps = video_info(path)
     if is_image(path):
@@ -395,19 +411,37 @@ def encode_clip(vae, path: str, *, frame_stride: int, target_fps: Optional[float
         total = len(_open_video(path))  # decord's count: the frames read_clip can seek to
         if total < 1:
             raise DataError(f"{path}: the video has no frames")
-        count = encodable_frames((total - 1) // step + 1, t_compression)
-    # a per-frame VAE encodes any split of the frames alike: bound memory by chunks; a causal one takes the clip whole
-    chunk = chunk_frames if t_compression == 1 else count
+        count = (total - 1) // step + 1  # frames at the stride
+    if t_compression == 1:
+        mean, std = _encode_frames(vae, path, step, 0, count, size, frames_per_call, chunk_frames)
+    else:
+        if not segment_frames or (segment_frames - 1) % t_compression:
+            raise ValueError(f"segment_frames={segment_frames}: a causal VAE's segments have 1 + {t_compression} k "
+                             f"frames")
+        length = segment_frames if count >= segment_frames else encodable_frames(count, t_compression)
+        segments = [_encode_frames(vae, path, step, first, length, size, frames_per_call, length)
+                    for first in range(0, count - length + 1, length)]
+        mean, std = (np.stack([seg[k] for seg in segments]) for k in (0, 1))
+    return {"latent_mean": mean.astype(dtype), "latent_std": std.astype(dtype), "fps": np.float32(fps),
+            "ori_size": np.array([height, width], np.int32)}
+
+
+def _encode_frames(vae, path: str, step: int, first: int, count: int, size, frames_per_call: int, chunk: int):
+    """(mean, std) [count, C, h, w] of `count` frames from frame `first` at `step`, encoded `chunk`
+    frames per call (a causal VAE: the whole count in one call)."""
+    import mindspore as ms
+
+    from vgen.data.video import read_clip
+
     means, stds = [], []
-    for first in range(0, count, chunk):
-        n = min(chunk, count - first)
-        clip = read_clip(path, n, stride=step, start=first * step, size=tuple(size))  # [n, 3, h, w]
+    for start in range(first, first + count, chunk):
+        n = min(chunk, first + count - start)
+        clip = read_clip(path, n, stride=step, start=start * step, size=tuple(size))  # [n, 3, h, w]
         mean, std = vae.encode_video(ms.Tensor(np.ascontiguousarray(clip.transpose(1, 0, 2, 3))[None]),
                                      frames_per_call)
         means.append(mean.asnumpy()[0].transpose(1, 0, 2, 3))
         stds.append(std.asnumpy()[0].transpose(1, 0, 2, 3))
-    return {"latent_mean": np.concatenate(means).astype(dtype), "latent_std": np.concatenate(stds).astype(dtype),
-            "fps": np.float32(fps), "ori_size": np.array([height, width], np.int32)}
+    return np.concatenate(means), np.concatenate(stds)
 
 
 RUNNERS = {"text": run_text, "vae": run_vae}

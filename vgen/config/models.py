@@ -31,7 +31,9 @@ class VAEConfig:
 
     name: str = "sd-vae-ft-ema"
     path: Optional[str] = None
-    frames_per_call: int = 8  # frames encoded per call (bounds memory)
+    # frames encoded per call by a per-frame VAE (bounds memory); a causal 3D VAE encodes a clip
+    # whole, its memory bounded by the tiling of its preset instead
+    frames_per_call: int = 8
 
 
 @dataclass
@@ -142,6 +144,13 @@ class HunyuanConfig(ModelConfig):
     train_guidance: float = 6.0  # guidance fed to guidance_in while training (the official default)
     text_dropout: float = 0.2  # captions replaced by the cached empty prompt
     objective: RectifiedFlowConfig = field(default_factory=RectifiedFlowConfig)
+    # the frozen encoders (cache tools, online training): the LLM's states after the prompt template
+    # (max_length = text_len tokens after the crop), CLIP's pooled vector (clip_dim), the causal 3D VAE
+    text_encoder: TextEncoderConfig = field(
+        default_factory=lambda: TextEncoderConfig(name="llava-llama-3-8b", max_length=256))
+    text_encoder_2: TextEncoderConfig = field(
+        default_factory=lambda: TextEncoderConfig(name="clip-vit-large-patch14", max_length=77))
+    vae: VAEConfig = field(default_factory=lambda: VAEConfig(name="hunyuan-vae-884-16c"))
 
 
 @dataclass

@@ -57,6 +57,11 @@ def _model_checks_stdit2(m, cfg, err):
 
 
 def _model_checks_hunyuan(m, cfg, err):
+    if m.text_len != m.text_encoder.max_length:
+        err(f"model.text_len={m.text_len} differs from model.text_encoder.max_length={m.text_encoder.max_length} "
+            "(the DiT reads exactly the tokens the text encoder keeps after the template crop)")
+    if m.text_encoder_2.max_length > 77:
+        err(f"model.text_encoder_2.max_length={m.text_encoder_2.max_length}: CLIP has 77 positions")
     if m.hidden_size % m.num_heads:
         err(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
     elif sum(m.rope_dims) != m.hidden_size // m.num_heads:

@@ -7,10 +7,20 @@ BucketSampler.shape_of(step), or None for the fixed data.num_frames x data.resol
 random choice (the clip's start, the latent window, the latent noise) comes from `rng`, the
 sample's keyed generator, so a sample is a pure function of (index, rng state, shape).
 
-Cached latents: <cache_dir>/latent_<h>x<w>/<stem>.npz holds the VAE's mean and std for every
-frame of the clip taken at data.frame_stride (or data.target_fps). A sample takes a random window
-of as many latent frames as the bucket's pixel frames give through the VAE's temporal
-compression, and draws latent = (mean + std * noise - shift) * scale."""
+Cached latents: <cache_dir>/latent_<h>x<w>/<stem>.npz holds the VAE's mean and std of the clip
+taken at data.frame_stride (or data.target_fps), and a sample draws latent = (mean + std * noise -
+shift) * scale over as many latent frames as the bucket's pixel frames T give through the VAE's
+temporal compression t (LatentSpec.latent_shape: T, or (T - 1) // t + 1 for a causal VAE):
+  - a per-frame VAE (t = 1): [F, C, h, w], every frame; a random window of T latent frames;
+  - a causal VAE (t = 4, HunyuanVideo): [S, n, C, h, w], S segments of the clip, each of
+    segment_frames = 1 + t (n - 1) pixel frames encoded on its own (manifest.py). A sample takes a
+    random segment and its first (T - 1) // t + 1 latents: latent 0 of a causal encoding is the
+    first frame alone, so a window must start at a segment's start. When T equals segment_frames
+    these are exactly the latents of the segment's T frames encoded as one clip; for a shorter T
+    they are those of its first T frames with the VAE's GroupNorm statistics taken over the whole
+    segment (close, not identical: hunyuan/vae.py). vgen-cache sets segment_frames to the longest
+    clip the config trains on (data.num_frames, or the bucket table's most frames).
+A clip with a single cached latent frame (an image) stands for a still clip of any length."""
 import logging
 import os
 from pathlib import Path
@@ -29,6 +39,7 @@ log = logging.getLogger("vgen")
 Problem = Tuple[int, str]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")  # as data/video.py (not imported here: it loads decord)
 IMAGE_FPS = 120.0
+ONLINE_EMPTY_TEXT = {"caption": "", "is_image": False}  # the empty prompt, before encoding
 
 
 def is_image(path: str) -> bool:
@@ -42,6 +53,19 @@ def encodable_frames(pixel_frames: int, t_compression: int) -> int:
     (whose latent has (n - 1) / t + 1 frames, LatentSpec.latent_shape)."""
     n = int(pixel_frames)
     return n if t_compression == 1 else 1 + int(t_compression) * ((n - 1) // int(t_compression))
+
+
+def max_clip_frames(buckets: Optional[Buckets], num_frames: int) -> int:
+    """The most pixel frames a training sample can take: the bucket table's largest frame count,
+    or data.num_frames without buckets."""
+    if buckets is None:
+        return int(num_frames)
+    return max(int(frames) for _, frames, _ in buckets.ids)
+
+
+def segment_frames(buckets: Optional[Buckets], num_frames: int, t_compression: int) -> int:
+    """Pixel frames per cached segment of a causal VAE: the longest training clip, cut to 1 + t k."""
+    return encodable_frames(max_clip_frames(buckets, num_frames), t_compression)
 
 
 def cache_name(path: str, root: str) -> str:
@@ -221,18 +245,30 @@ class VideoDataset:
             raise DataError(f"{self.describe(index)}: {e}") from e
         return np.ascontiguousarray(clip.transpose(1, 0, 2, 3))
 
+    def _caption(self, rec: VideoRecord) -> dict:
+        """The caption for online text encoding, as a numpy string so that a batch stacks the captions
+        into an array (caption dropout sets entries of it), and whether the sample is an image file
+        (HunyuanVideo's LLM encodes images with another prompt template)."""
+        return {"caption": np.asarray(rec.caption), "is_image": is_image(rec.path)}
+
+    def empty_text(self) -> dict:
+        """Caption dropout to the empty prompt with online text encoding: the empty caption, encoded
+        as text/empty.npz is (vgen-cache text: the video template)."""
+        return dict(ONLINE_EMPTY_TEXT)
+
     def get(self, index: int, rng, shape=None) -> dict:
         frames, h, w = self._shape(shape)
         rec = self.records[index]
         video = self._video(index, frames, h, w, rng)
-        return {"video": video, "caption": rec.caption, "fps": self._fps(rec), "height": h, "width": w,
+        return {"video": video, **self._caption(rec), "fps": self._fps(rec), "height": h, "width": w,
                 "num_frames": frames}
 
 
 class CachedVideoDataset(VideoDataset):
     """Samples from vgen-cache caches: {"latent" [C, T, h, w], "text_emb" [L, D], "text_mask" [L],
-    "fps", "height", "width", "num_frames"}. With latents=False the sample has "video" instead of
-    "latent" (decoded here, encoded online); with text=False "caption" instead of the embeddings.
+    ["text_pooled" [P] for a family with a pooled text vector,] "fps", "height", "width",
+    "num_frames"}. With latents=False the sample has "video" instead of "latent" (decoded here,
+    encoded online); with text=False "caption" instead of the embeddings.
 
     The manifests are checked once here, against the family's specs and, for latents, every
     resolution the bucket table can assign a sample to (or data.resolution without buckets)."""
@@ -257,7 +293,8 @@ class CachedVideoDataset(VideoDataset):
                 folder = latent_folder(cache_dir, h, w)
                 try:
                     self.latent_manifests[h, w] = check_latent_manifest(
-                        folder, latent_spec, (h, w), self.frame_stride, self.target_fps, vae_weights, model)
+                        folder, latent_spec, (h, w), self.frame_stride, self.target_fps, vae_weights, model,
+                        max_frames=max_clip_frames(self.buckets, self.num_frames))
                 except DataError as e:
                     raise DataError(f"{count} sample(s) train at {h}x{w}: {e}") from e
         self._empty_text = None
@@ -293,16 +330,24 @@ class CachedVideoDataset(VideoDataset):
         z = self._load(path, ("latent_mean", "latent_std", "fps"), index)
         mean, std = z["latent_mean"], z["latent_std"]
         c, n, lh, lw = spec.latent_shape(frames, h, w)  # n: the bucket's frames through the temporal compression
-        if mean.ndim != 4 or tuple(mean.shape[1:]) != (c, lh, lw) or std.shape != mean.shape:
+        causal = spec.compression[0] > 1
+        layout = f"[S, n, {c}, {lh}, {lw}]" if causal else f"[F, {c}, {lh}, {lw}]"
+        if mean.ndim != (5 if causal else 4) or tuple(mean.shape[-3:]) != (c, lh, lw) or std.shape != mean.shape \
+                or 0 in mean.shape:
             raise DataError(f"{path} ({self.describe(index)}): latent_mean {list(mean.shape)}, latent_std "
-                            f"{list(std.shape)}; expected [F, {c}, {lh}, {lw}]: a damaged or foreign file, delete it "
-                            f"and run vgen-cache vae again")
+                            f"{list(std.shape)}; expected {layout}: a damaged or foreign file, delete it and run "
+                            f"vgen-cache vae again")
+        if causal:  # a random segment, from its start (see the module doc)
+            segment = int(rng.integers(0, mean.shape[0]))
+            mean, std = mean[segment], std[segment]
         available = mean.shape[0]
         if available == 1:  # a still image stands for a still clip of any length
             idx = np.zeros(n, np.int64)
         elif available < n:
             raise DataError(f"{path} ({self.describe(index)}): {available} latent frames, the {frames}-frame bucket "
                             f"needs {n}: the clip is too short at this frame stride")
+        elif causal:
+            idx = np.arange(n)
         else:
             idx = int(rng.integers(0, available - n + 1)) + np.arange(n)
         m, s = mean[idx].astype(np.float32), std[idx].astype(np.float32)
@@ -315,8 +360,9 @@ class CachedVideoDataset(VideoDataset):
 
     def _read_text(self, path: str, index: Optional[int]) -> dict:
         where = f" ({self.describe(index)})" if index is not None else ""
+        pooled_dim = int(getattr(self.text_spec, "pooled_dim", 0) or 0)
         try:
-            t = load_npz(path, ("text_emb", "mask"))
+            t = load_npz(path, ("text_emb", "mask") + (("text_pooled",) if pooled_dim else ()))
         except DataError as e:
             raise DataError(f"{e}{where}") from e
         length, dim = int(self.text_spec.length), int(self.text_spec.dim)
@@ -324,11 +370,20 @@ class CachedVideoDataset(VideoDataset):
             raise DataError(f"{path}{where}: text_emb {list(t['text_emb'].shape)}, mask {list(t['mask'].shape)}; "
                             f"expected [{length}, {dim}] / [{length}]: a damaged or foreign file, delete it and run "
                             f"vgen-cache text again")
-        return {"text_emb": t["text_emb"].astype(np.float32), "text_mask": t["mask"].astype(np.uint8)}
+        out = {"text_emb": t["text_emb"].astype(np.float32), "text_mask": t["mask"].astype(np.uint8)}
+        if pooled_dim:
+            if t["text_pooled"].shape != (pooled_dim,):
+                raise DataError(f"{path}{where}: text_pooled {list(t['text_pooled'].shape)}; expected [{pooled_dim}] "
+                                f"(the family's pooled text dim): a damaged or foreign file, delete it and run "
+                                f"vgen-cache text again")
+            out["text_pooled"] = t["text_pooled"].astype(np.float32)
+        return out
 
     def empty_text(self) -> dict:
-        """The empty prompt's {"text_emb", "text_mask"} (text/empty.npz), for families whose caption
-        dropout feeds the encoded empty string."""
+        """The empty prompt's {"text_emb", "text_mask"[, "text_pooled"]} (text/empty.npz), for families
+        whose caption dropout feeds the encoded empty string; the empty caption with online text."""
+        if not self.text_cached:
+            return super().empty_text()
         if self._empty_text is None:
             self._empty_text = self._read_text(str(text_folder(self.cache_dir) / EMPTY_TEXT), None)
         return self._empty_text
@@ -344,7 +399,7 @@ class CachedVideoDataset(VideoDataset):
         if self.text_cached:
             out.update(self._text(index))
         else:
-            out["caption"] = rec.caption
+            out.update(self._caption(rec))
         out.update(fps=fps, height=h, width=w, num_frames=frames)
         return out
 

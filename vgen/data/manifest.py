@@ -1,12 +1,23 @@
 """Manifests of the cache folders vgen-cache writes, and the checks the training readers make.
 
 Layout under data.cache_dir:
-    text/manifest.json              {"kind": "text", "encoder", "weights", "dim", "length", "dtype", ...}
-    text/<video stem>.npz           text_emb [length, dim], mask [length]
-    text/empty.npz                  the empty prompt's text_emb and mask (caption dropout)
+    text/manifest.json              {"kind": "text", "encoder", "weights", "dim", "length", "dtype", "tokenizer",
+                                     ["pooled": {"encoder", "weights", "dim", "length", "tokenizer"}], ...}
+    text/<video stem>.npz           text_emb [length, dim], mask [length][, text_pooled [pooled dim]]
+    text/empty.npz                  the empty prompt's arrays, the same keys (caption dropout)
     latent_<h>x<w>/manifest.json    {"kind": "latent", "vae", "weights", "channels", "compression",
-                                     "scale", "shift", "resolution", "frame_stride" | "target_fps", "dtype", ...}
-    latent_<h>x<w>/<video stem>.npz latent_mean, latent_std [F, C, h/8, w/8], fps, ori_size
+                                     "scale", "shift", "resolution", "frame_stride" | "target_fps",
+                                     ["segment_frames"], "dtype", ...}
+    latent_<h>x<w>/<video stem>.npz latent_mean, latent_std, fps, ori_size
+
+The text manifest's top-level encoder is model.text_encoder (the states); a model with a pooled
+text vector (HunyuanVideo's CLIP, model.text_encoder_2) records that encoder under "pooled".
+
+Latents of a per-frame VAE (temporal compression 1) are [F, C, h/8, w/8]: every frame of the clip
+at the stride. A causal VAE (compression t > 1, HunyuanVideo's 4) encodes frames together, so its
+files hold [S, n, C, h/8, w/8]: the clip cut into S consecutive segments of `segment_frames` pixel
+frames (1 + t k of them; a clip shorter than one segment gives one segment of as many 1 + t k
+frames as it has), each segment encoded on its own, n = (segment_frames - 1) / t + 1 latent frames.
 
 A manifest names what made the files of its folder. Training checks it against the model's
 specs before reading a sample, so a cache made by another encoder, at another resolution or
@@ -53,12 +64,20 @@ def _stamp() -> dict:
     return {"vgen_version": vgen_version(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def text_manifest(encoder: str, weights: str, dim: int, length: int, dtype: str, tokenizer: Optional[str] = None
-                  ) -> dict:
-    m = {"kind": "text", "encoder": encoder, "weights": weights, "dim": int(dim), "length": int(length),
-         "dtype": dtype}
+def encoder_record(encoder: str, weights: str, dim: int, length: int, tokenizer: Optional[str] = None) -> dict:
+    """What identifies one text encoder's outputs."""
+    m = {"encoder": encoder, "weights": weights, "dim": int(dim), "length": int(length)}
     if tokenizer is not None:
         m["tokenizer"] = tokenizer  # the tokenizer changes the embeddings too
+    return m
+
+
+def text_manifest(encoder: str, weights: str, dim: int, length: int, dtype: str, tokenizer: Optional[str] = None,
+                  pooled: Optional[dict] = None) -> dict:
+    """`pooled`: the encoder_record of the pooled-vector encoder, when the model has one."""
+    m = {"kind": "text", **encoder_record(encoder, weights, dim, length, tokenizer), "dtype": dtype}
+    if pooled is not None:
+        m["pooled"] = dict(pooled)
     return {**m, **_stamp()}
 
 
@@ -71,11 +90,13 @@ def sampling_fields(frame_stride: Optional[int], target_fps: Optional[float]) ->
 
 def latent_manifest(vae: str, weights: str, channels: int, compression: Sequence[int], scale: float, shift: float,
                     resolution: Sequence[int], dtype: str, frame_stride: Optional[int] = None,
-                    target_fps: Optional[float] = None) -> dict:
+                    target_fps: Optional[float] = None, segment_frames: Optional[int] = None) -> dict:
+    """`segment_frames`: a causal VAE's segment length in pixel frames (see the module doc)."""
+    segments = {} if segment_frames is None else {"segment_frames": int(segment_frames)}
     return {"kind": "latent", "vae": vae, "weights": weights, "channels": int(channels),
             "compression": [int(c) for c in compression], "scale": float(scale), "shift": float(shift),
-            "resolution": [int(r) for r in resolution], **sampling_fields(frame_stride, target_fps), "dtype": dtype,
-            **_stamp()}
+            "resolution": [int(r) for r in resolution], **sampling_fields(frame_stride, target_fps), **segments,
+            "dtype": dtype, **_stamp()}
 
 
 # ---- reading and writing ----------------------------------------------------------------------
@@ -115,9 +136,11 @@ def differences(cached: dict, expected: dict, fields: Optional[Sequence[str]] = 
     return [(k, cached.get(k), expected.get(k)) for k in fields if not _same(cached.get(k), expected.get(k))]
 
 
-def format_differences(folder, diffs, fix: str) -> str:
+def format_differences(folder, diffs, fix: str, what: Optional[str] = None) -> str:
+    """`what`: the part of the cache that differs (e.g. which of two encoders)."""
     listed = "; ".join(f"{k}: cached {c!r}, expected {e!r}" for k, c, e in diffs)
-    return f"{Path(folder) / MANIFEST} does not match ({listed}). {fix}"
+    where = f" in {what}" if what else ""
+    return f"{Path(folder) / MANIFEST} does not match{where} ({listed}). {fix}"
 
 
 def ensure_manifest(folder, manifest: dict) -> None:
@@ -187,9 +210,11 @@ def _rebuild_hint(kind: str, folder, model: Optional[str]) -> str:
             f"data.cache_dir at a cache made for this model.")
 
 
-def check_text_manifest(folder, text_spec, weights: Optional[str] = None, model: Optional[str] = None) -> dict:
+def check_text_manifest(folder, text_spec, weights: Optional[str] = None, model: Optional[str] = None,
+                        pooled_weights: Optional[str] = None) -> dict:
     """The text cache in `folder` must come from the family's text encoder, at its dim and length
-    (and from the given weights when `weights` is given). Returns the manifest."""
+    (and from the given weights when `weights` is given), and, for a family with a pooled text
+    vector, from its pooled encoder at its dim. A mismatch names the encoder. Returns the manifest."""
     fix = _rebuild_hint("text", folder, model)
     cached = read_manifest(folder, fix)
     expected = {"kind": "text", "encoder": text_spec.encoder, "dim": int(text_spec.dim),
@@ -198,15 +223,34 @@ def check_text_manifest(folder, text_spec, weights: Optional[str] = None, model:
         expected["weights"] = weights
     diffs = differences(cached, expected)
     if diffs:
-        raise DataError(format_differences(folder, diffs, fix))
+        raise DataError(format_differences(folder, diffs, fix, f"the text encoder (model.text_encoder, cached "
+                                                                f"{cached.get('encoder')!r})"))
+    if getattr(text_spec, "pooled_dim", 0):
+        pooled = cached.get("pooled") if isinstance(cached.get("pooled"), dict) else {}
+        expected = {"encoder": getattr(text_spec, "pooled_encoder", "") or pooled.get("encoder"),
+                    "dim": int(text_spec.pooled_dim)}
+        if pooled_weights is not None:
+            expected["weights"] = pooled_weights
+        diffs = [(f"pooled {k}", c, e) for k, c, e in differences(pooled, expected)]
+        if diffs:
+            what = "the pooled text encoder (model.text_encoder_2, " + (
+                f"cached {pooled['encoder']!r})" if pooled else "of which the cache has none)")
+            raise DataError(format_differences(folder, diffs, fix, what))
     return cached
+
+
+def segment_latents(segment_frames: int, t_compression: int) -> int:
+    """Latent frames of a causal VAE's segment of `segment_frames` pixel frames."""
+    return (int(segment_frames) - 1) // int(t_compression) + 1
 
 
 def check_latent_manifest(folder, latent_spec, resolution: Sequence[int], frame_stride: Optional[int] = None,
                           target_fps: Optional[float] = None, weights: Optional[str] = None,
-                          model: Optional[str] = None) -> dict:
+                          model: Optional[str] = None, max_frames: Optional[int] = None) -> dict:
     """The latent cache in `folder` must come from the family's VAE (channels, compression, scale,
-    shift), at `resolution` (h, w) and with the same frame sampling. Returns the manifest."""
+    shift), at `resolution` (h, w) and with the same frame sampling; for a causal VAE its segments
+    must hold the latents of the longest clip training takes (`max_frames` pixel frames, when
+    given). Returns the manifest."""
     fix = _rebuild_hint("vae", folder, model)
     cached = read_manifest(folder, fix)
     expected = {"kind": "latent", "vae": latent_spec.vae, "channels": int(latent_spec.channels),
@@ -220,4 +264,15 @@ def check_latent_manifest(folder, latent_spec, resolution: Sequence[int], frame_
     diffs = differences(cached, expected)
     if diffs:
         raise DataError(format_differences(folder, diffs, fix))
+    t = int(latent_spec.compression[0])
+    if t > 1 and max_frames is not None:
+        segment = cached.get("segment_frames")
+        if not isinstance(segment, int) or segment < 1:
+            raise DataError(f"{Path(folder) / MANIFEST}: no segment_frames, which a cache of the causal VAE "
+                            f"{latent_spec.vae} records. {fix}")
+        need, have = segment_latents(max_frames, t), segment_latents(segment, t)
+        if need > have:
+            raise DataError(f"{Path(folder) / MANIFEST}: segments of {segment} frames ({have} latent frames), but "
+                            f"training takes clips of up to {max_frames} frames ({need} latent frames). Rebuild it "
+                            f"with the training run's data.num_frames / data.buckets, or train on shorter clips. {fix}")
     return cached

@@ -1,25 +1,54 @@
 """Frozen encoders by name: the text encoders and VAEs the cache tools and online training run.
 
 `model.text_encoder` and `model.vae` name one of these and point at weights the user supplies
-(safetensors in the official layout). The tiny variants exist for tests and the CPU quickstart:
-without weights they initialise from a seed, and their identity says so, so a cache they write
-is never taken for one made by the real encoder."""
+(safetensors in the official layout); a family with a pooled text vector (HunyuanVideo's CLIP)
+names its second encoder in `model.text_encoder_2`. The tiny variants exist for tests and the CPU
+quickstart: without weights they initialise from a seed, and their identity says so, so a cache
+they write is never taken for one made by the real encoder.
+
+`TextEncoders` is what both the cache tool (vgen-cache text) and online training call, so the two
+give the same arrays: captions -> {"text_emb" [B, L, D], "text_mask" [B, L], "text_pooled" [B, P]}.
+
+HunyuanVideo's LLM states take the official prompt template: "dit-llm-encode-video" for a sample
+that is a video, "dit-llm-encode" for one that is an image file (the official inference picks the
+image template for 1-frame outputs). The choice is per row of the data set, not per bucket, so a
+row has one cached embedding whatever length it trains at; the empty prompt (caption dropout,
+text/empty.npz) takes the video template."""
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from mindspore import nn
+import numpy as np
+from mindspore import Tensor, nn
 
+from .hunyuan.vae import PRESETS as HUNYUAN_VAE_PRESETS
+from .hunyuan.vae import SCALING_FACTOR as HUNYUAN_VAE_SCALE
+from .hunyuan.vae import CausalVAE3D
 from .layers.init import declare_only, materialize
 from .weights import WeightsError, load_safetensors
+
+log = logging.getLogger("vgen")
+# what a text encoder gives (TextEncoderSpec.output)
+STATES = "states"  # [B, L, dim] states and mask of the caption (T5)
+PROMPT_STATES = "prompt_states"  # HunyuanVideo's LLM: states after the prompt template and crop
+POOLED = "pooled"  # one [dim] vector per caption (CLIP's pooled output)
+VIDEO_TEMPLATE, IMAGE_TEMPLATE = "dit-llm-encode-video", "dit-llm-encode"
+# model config keys of the text encoders, in order: the states encoder, then an optional pooled one
+TEXT_ENCODER_KEYS = ("text_encoder", "text_encoder_2")
 
 
 @dataclass(frozen=True)
 class TextEncoderSpec:
     build: Callable[[], nn.Cell]
     dim: int
-    tokenizer: str = "t5"  # t5 (sentencepiece / tokenizers files)
+    tokenizer: str = "t5"  # t5 (sentencepiece / tokenizers files) | llama | clip (tokenizer.json)
+    output: str = STATES  # STATES | PROMPT_STATES | POOLED
+    # PROMPT_STATES: the official crop_start of the templates (they hold for the Llama-3 tokenizer
+    # only); otherwise the crop is counted with the tokenizer given (the tiny test tokenizers)
+    official_crop: bool = False
+    max_positions: Optional[int] = None  # the longest token sequence the encoder takes (CLIP: 77)
 
 
 @dataclass(frozen=True)
@@ -40,6 +69,42 @@ def _t5(name):
     return build
 
 
+def _llama(name, **overrides):
+    def build():
+        from .text.llama import LlamaEncoder, llama_config
+
+        return LlamaEncoder(**{**llama_config(name), **overrides})
+
+    return build
+
+
+def _clip(name, **overrides):
+    def build():
+        from .text.clip import CLIPTextEncoder, clip_text_config
+
+        return CLIPTextEncoder(**{**clip_text_config(name), **overrides})
+
+    return build
+
+
+class CausalVideoVAE(CausalVAE3D):
+    """HunyuanVideo's causal 3D VAE called as the cache tool and online training call a VAE. A
+    clip is encoded whole (4n+1 frames -> n+1 latent frames): its frames depend on each other, so
+    `frames_per_call` does not apply; the preset's tiling (tile_sample_size pixels, chunks of
+    tile_sample_tsize + 1 frames) bounds memory for large clips and is skipped for small ones."""
+
+    def encode_video(self, x, frames_per_call: Optional[int] = None):
+        """x [B, 3, T, H, W] in [-1, 1] -> (mean, std), each [B, C, (T-1)/4+1, H/8, W/8], fp32."""
+        return self.encode_tiled(x)
+
+
+def _hunyuan_vae(preset: str, **overrides):
+    def build():
+        return CausalVideoVAE(**{**HUNYUAN_VAE_PRESETS[preset], **overrides})
+
+    return build
+
+
 def _sd_vae(**kw):
     def build():
         from .vae.sd_vae import AutoencoderKL
@@ -52,11 +117,23 @@ def _sd_vae(**kw):
 TEXT_ENCODERS = {
     "t5-v1_1-xxl": TextEncoderSpec(_t5("t5-v1_1-xxl"), 4096),
     "t5-tiny": TextEncoderSpec(_t5("tiny"), 32),
+    # HunyuanVideo's text_encoder: hidden_states[-3] of the templated prompt, 256 states after the crop
+    "llava-llama-3-8b": TextEncoderSpec(_llama("llava-llama-3-8b"), 4096, "llama", PROMPT_STATES, official_crop=True),
+    # 512 ids: room for a byte-level test tokenizer (256 bytes, Llama-3's special tokens, merges)
+    "llama-tiny": TextEncoderSpec(_llama("tiny", vocab_size=512), 32, "llama", PROMPT_STATES),
+    # HunyuanVideo's text_encoder_2: the pooled output (vector_in)
+    "clip-vit-large-patch14": TextEncoderSpec(_clip("clip-vit-large-patch14"), 768, "clip", POOLED, max_positions=77),
+    "clip-tiny": TextEncoderSpec(_clip("tiny"), 32, "clip", POOLED, max_positions=16),
 }
 VAES = {
     "sd-vae-ft-ema": VAESpec(_sd_vae(), 4, (1, 8, 8), 0.18215),
     "sd-vae-tiny": VAESpec(_sd_vae(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8),
                            4, (1, 8, 8), 0.18215),
+    "hunyuan-vae-884-16c": VAESpec(_hunyuan_vae("884-16c"), 16, (4, 8, 8), HUNYUAN_VAE_SCALE),
+    # the same code narrowed to seconds per clip on CPU, with the real latent channels (so the
+    # tiny DiT keeps in_channels 16) and the tiny preset's tiles (32 px, 16 + 1 frames)
+    "hunyuan-vae-tiny": VAESpec(_hunyuan_vae("tiny", block_out_channels=(8, 16, 16, 16), norm_num_groups=4,
+                                             latent_channels=16), 16, (4, 8, 8), HUNYUAN_VAE_SCALE),
 }
 
 
@@ -111,16 +188,189 @@ def build_frozen(build: Callable[[], nn.Cell], name: str, path: Optional[str], s
     return net
 
 
-def build_text_encoder(cfg, seed: int = 0):
-    """(encoder, tokenizer) for model.text_encoder = {name, path, tokenizer, max_length}."""
+def build_tokenizer(cfg, key: str = "text_encoder"):
+    """The tokenizer of model.<key> = {name, tokenizer, max_length}, of the kind its encoder reads."""
     spec = text_encoder_spec(cfg.name)
-    net = build_frozen(spec.build, cfg.name, cfg.path, seed, "text encoder")
-    from .text.t5 import T5Tokenizer
-
     if not cfg.tokenizer:
-        raise WeightsError(f"model.text_encoder.tokenizer: set it to the tokenizer files of {cfg.name} "
-                           "(tokenizer.json or spiece.model, or their directory)")
-    return net, T5Tokenizer(cfg.tokenizer, cfg.max_length)
+        files = "tokenizer.json or spiece.model" if spec.tokenizer == "t5" else "tokenizer.json"
+        raise WeightsError(f"model.{key}.tokenizer: set it to the tokenizer files of {cfg.name} ({files}, or their "
+                           f"directory)")
+    try:
+        if spec.tokenizer == "t5":
+            from .text.t5 import T5Tokenizer
+
+            return T5Tokenizer(cfg.tokenizer, cfg.max_length)
+        if spec.tokenizer == "llama":
+            from .text.llama import LlamaTokenizer
+
+            return LlamaTokenizer(cfg.tokenizer, cfg.max_length)
+        from .text.clip import CLIPTokenizer
+
+        return CLIPTokenizer(cfg.tokenizer, cfg.max_length)
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"model.{key}.tokenizer={cfg.tokenizer}: {e}") from e
+
+
+def build_text_encoder(cfg, seed: int = 0, key: str = "text_encoder"):
+    """(encoder, tokenizer) for model.<key> = {name, path, tokenizer, max_length}."""
+    spec = text_encoder_spec(cfg.name)
+    if spec.max_positions is not None and cfg.max_length > spec.max_positions:
+        raise WeightsError(f"model.{key}.max_length={cfg.max_length}: {cfg.name} takes at most "
+                           f"{spec.max_positions} tokens")
+    tokenizer = build_tokenizer(cfg, key)  # before the weights: a missing tokenizer fails at once
+    return build_frozen(spec.build, cfg.name, cfg.path, seed, "text encoder"), tokenizer
+
+
+# ---- text encoders as the cache tool and online training call them -----------------------------------
+
+def _compiled(fn, jit: bool):
+    if not jit:
+        return fn
+    import mindspore as ms
+
+    return ms.jit(fn)
+
+
+class StatesEncoder:
+    """A T5-style encoder: the caption's states [B, L, D] and its token mask [B, L]."""
+
+    def __init__(self, net, tokenizer, jit: bool = False):
+        self.tokenizer = tokenizer
+
+        def run(ids, mask):
+            return net(ids, mask)
+
+        self._run = _compiled(run, jit)
+
+    def __call__(self, captions: Sequence[str], images: np.ndarray) -> Dict[str, np.ndarray]:
+        tokens = self.tokenizer(list(captions))
+        states = self._run(Tensor(tokens["input_ids"]), Tensor(tokens["attention_mask"]))
+        return {"text_emb": states.asnumpy().astype(np.float32), "text_mask": np.asarray(tokens["attention_mask"])}
+
+
+class PromptStatesEncoder:
+    """HunyuanVideo's LLM text states: each caption in its template (video or image, by `images`),
+    tokenized to text_len + crop_start, hidden_states[-3], the template's crop_start positions
+    dropped (HunyuanPromptEncoder per template). Rows of both templates run in one call, padded to
+    the longer length: padding after a row changes none of its states (causal, padded keys masked)."""
+
+    def __init__(self, net, tokenizer, text_len: int, official_crop: bool, jit: bool = False):
+        from .text.llama import PROMPT_TEMPLATES, HunyuanPromptEncoder, template_prefix_length
+
+        self.tokenizer, self.text_len = tokenizer, int(text_len)
+        self.prompts = {}
+        for is_image, name in ((False, VIDEO_TEMPLATE), (True, IMAGE_TEMPLATE)):
+            template = dict(PROMPT_TEMPLATES[name])
+            counted = template_prefix_length(tokenizer, template["template"])
+            if not official_crop:
+                template["crop_start"] = counted
+            elif counted != template["crop_start"]:
+                log.warning("prompt template %s: the tokenizer %s gives %d tokens before the caption, the official "
+                            "crop_start is %d: is this the Llama-3 tokenizer of HunyuanVideo's text encoder?", name,
+                            tokenizer.path, counted, template["crop_start"])
+            self.prompts[is_image] = HunyuanPromptEncoder(net, tokenizer, template, self.text_len)
+        self.length = max(p.max_length for p in self.prompts.values())
+        output_layer = self.prompts[False].output_layer
+
+        def run(ids, mask):
+            return net(ids, mask, output_layer)
+
+        self._run = _compiled(run, jit)
+
+    def crop_start(self, is_image: bool) -> int:
+        return self.prompts[bool(is_image)].crop_start
+
+    def __call__(self, captions: Sequence[str], images: np.ndarray) -> Dict[str, np.ndarray]:
+        b = len(captions)
+        ids = np.full((b, self.length), self.tokenizer.pad_id, np.int32)
+        mask = np.zeros((b, self.length), np.int32)
+        crops = np.zeros(b, np.int64)
+        for is_image, prompt in self.prompts.items():
+            rows = np.nonzero(images == is_image)[0]
+            if not len(rows):
+                continue
+            tokens = prompt.tokenize([captions[i] for i in rows])
+            ids[rows, :prompt.max_length] = tokens["input_ids"]
+            mask[rows, :prompt.max_length] = tokens["attention_mask"]
+            crops[rows] = prompt.crop_start
+        states = self._run(Tensor(ids), Tensor(mask)).asnumpy()
+        take = crops[:, None] + np.arange(self.text_len)[None, :]  # each row after its own crop
+        rows = np.arange(b)[:, None]
+        return {"text_emb": states[rows, take].astype(np.float32), "text_mask": mask[rows, take]}
+
+
+class PooledEncoder:
+    """A CLIP-style encoder's pooled vector [B, D] (its states are not used)."""
+
+    def __init__(self, net, tokenizer, jit: bool = False):
+        self.tokenizer = tokenizer
+
+        def run(ids, mask):
+            return net(ids, mask)[1]
+
+        self._run = _compiled(run, jit)
+
+    def __call__(self, captions: Sequence[str], images: np.ndarray) -> Dict[str, np.ndarray]:
+        tokens = self.tokenizer(list(captions))
+        pooled = self._run(Tensor(tokens["input_ids"]), Tensor(tokens["attention_mask"]))
+        return {"text_pooled": pooled.asnumpy().astype(np.float32)}
+
+
+def text_encoder_configs(model_cfg) -> List[Tuple[str, object]]:
+    """[(config key, encoder config)] of a model: model.text_encoder (states), then model.text_encoder_2
+    (pooled) when the model has one. Checks each encoder's output fits its place."""
+    out = []
+    for i, key in enumerate(TEXT_ENCODER_KEYS):
+        enc = model_cfg.get(key) if hasattr(model_cfg, "get") else getattr(model_cfg, key, None)
+        if enc is None:
+            if i == 0:
+                raise WeightsError(f"model {model_cfg.get('name')}: no model.text_encoder to encode captions with")
+            continue
+        output = text_encoder_spec(enc.name).output
+        wanted = (STATES, PROMPT_STATES) if i == 0 else (POOLED,)
+        if output not in wanted:
+            role = "the caption states" if i == 0 else "the pooled text vector"
+            raise WeightsError(f"model.{key}.name={enc.name}: gives {output}, but model.{key} makes {role}")
+        out.append((key, enc))
+    return out
+
+
+class TextEncoders:
+    """The frozen text encoders of a model, as one call: captions (and per caption whether its
+    sample is an image file) -> {"text_emb" [B, L, D] float32, "text_mask" [B, L] int32} from
+    model.text_encoder, plus {"text_pooled" [B, P] float32} from model.text_encoder_2 when the model
+    has one. vgen-cache text and online training both call this, so they give the same arrays."""
+
+    def __init__(self, parts: Sequence[Tuple[str, str, object]]):
+        self.parts = list(parts)  # (config key, encoder name, encoder)
+
+    @classmethod
+    def from_model_config(cls, model_cfg, seed: int = 0, jit: bool = False) -> "TextEncoders":
+        parts = []
+        for key, enc in text_encoder_configs(model_cfg):
+            spec = text_encoder_spec(enc.name)
+            net, tokenizer = build_text_encoder(enc, seed, key)
+            if spec.output == PROMPT_STATES:
+                encoder = PromptStatesEncoder(net, tokenizer, enc.max_length, spec.official_crop, jit)
+            elif spec.output == POOLED:
+                encoder = PooledEncoder(net, tokenizer, jit)
+            else:
+                encoder = StatesEncoder(net, tokenizer, jit)
+            parts.append((key, enc.name, encoder))
+        return cls(parts)
+
+    def encoder(self, key: str):
+        return next(e for k, _, e in self.parts if k == key)
+
+    def __call__(self, captions: Sequence[str], images: Optional[Sequence[bool]] = None) -> Dict[str, np.ndarray]:
+        captions = [str(c) for c in captions]
+        images = np.zeros(len(captions), bool) if images is None else np.asarray(images, bool).reshape(-1)
+        if len(images) != len(captions):
+            raise ValueError(f"{len(captions)} captions but {len(images)} image flags")
+        out = {}
+        for _, _, encoder in self.parts:
+            out.update(encoder(captions, images))
+        return out
 
 
 def build_vae(cfg, seed: int = 0):

@@ -15,6 +15,7 @@ class TextSpec:
     length: int
     dropout: float  # default caption-dropout probability during training
     pooled_dim: int = 0  # a pooled text vector per caption (`text_pooled`, e.g. CLIP), 0 = none
+    pooled_encoder: str = ""  # identity of the encoder of the pooled vector (checked against cache manifests)
     # caption dropout: "model" passes flags to the model (a learned null caption inside it);
     # "empty" replaces the text inputs by the cached empty-prompt embedding
     drop_to: str = "model"

@@ -1,11 +1,13 @@
 """Online encoding for runs that train straight from videos: the frozen VAE turns the step's
 decoded clips into latents (mean + std * keyed noise, scaled as the family expects) and the frozen
-text encoder turns captions into embeddings, each as a compiled call before the train step."""
+text encoders turn captions into embeddings (and a pooled vector, for a family with a second,
+pooled encoder), each as a compiled call before the train step. The text side is the TextEncoders
+object vgen-cache text calls, so online and cached text are the same arrays."""
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
-from ..models.encoders import build_text_encoder, build_vae
+from ..models.encoders import TextEncoders, build_vae
 
 
 class OnlineEncoders:
@@ -14,15 +16,11 @@ class OnlineEncoders:
         wrap = ms.jit if jit else (lambda f: f)
         self.frames_per_call = model_cfg.vae.frames_per_call
         self.vae = build_vae(model_cfg.vae, seed) if vae else None
-        self.text_encoder, self.tokenizer = build_text_encoder(model_cfg.text_encoder, seed) if text else (None, None)
+        self.text_encoders = TextEncoders.from_model_config(model_cfg, seed, jit=jit) if text else None
         self._encode_video = wrap(self._video)
-        self._encode_text = wrap(self._text)
 
     def _video(self, video):
         return self.vae.encode_video(video, self.frames_per_call)
-
-    def _text(self, ids, mask):
-        return self.text_encoder(ids, mask)
 
     def __call__(self, batch: dict) -> dict:
         if "video" in batch and "latent" not in batch:
@@ -30,8 +28,8 @@ class OnlineEncoders:
             s = self.latent_spec
             batch["latent"] = ((mean.asnumpy() + std.asnumpy() * batch["vae_noise"]) - s.shift) * s.scale
         if "caption" in batch and "text_emb" not in batch:
-            tokens = self.tokenizer(list(batch["caption"]))
-            ids, mask = tokens["input_ids"], tokens["attention_mask"]
-            batch["text_emb"] = self._encode_text(Tensor(ids), Tensor(mask)).asnumpy()
-            batch["text_mask"] = mask.astype(np.int32)
+            # dropped captions arrive as "" (the data set's empty_text): encoded like text/empty.npz
+            out = self.text_encoders(list(batch["caption"]), batch.get("is_image"))
+            out["text_mask"] = out["text_mask"].astype(np.int32)
+            batch.update(out)
         return batch

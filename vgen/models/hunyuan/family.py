@@ -3,14 +3,11 @@ import numpy as np
 
 from ...objectives.rectified_flow import RectifiedFlow
 from ...parallel.sequence import JointUlyssesAttention, SequenceGather, SequenceSplit
+from ..encoders import vae_spec
 from ..family import Family, LatentSpec, TextSpec
 from ..lora import HUNYUAN_BLOCK_TARGETS
 from ..registry import register
 from .dit import build_hunyuan_dit
-
-LLM = "llava-llama-3-8b"  # hidden_states[-3], 256 tokens after the template crop
-HUNYUAN_VAE = "hunyuan-vae-884-16c"
-VAE_SCALE = 0.476986
 
 
 def sp_plan(net, group):
@@ -32,6 +29,20 @@ def cond_inputs(train_guidance: float):
     return cond
 
 
+def text_spec(cfg) -> TextSpec:
+    """The text inputs, named by the configured encoders: officially model.text_encoder =
+    llava-llama-3-8b (hidden_states[-3], 256 states after the template crop) and model.text_encoder_2
+    = clip-vit-large-patch14 (pooled, 768); the tiny stand-ins in hunyuan_tiny."""
+    return TextSpec(cfg.text_encoder.name, cfg.text_dim, cfg.text_len, cfg.text_dropout, pooled_dim=cfg.clip_dim,
+                    pooled_encoder=cfg.text_encoder_2.name, drop_to="empty")
+
+
+def latent_spec(cfg) -> LatentSpec:
+    """The latents of model.vae (officially hunyuan-vae-884-16c: 4x8x8, scale 0.476986, no shift)."""
+    vae = vae_spec(cfg.vae.name)
+    return LatentSpec(cfg.vae.name, cfg.in_channels, tuple(cfg.input_size), vae.compression, vae.scale, vae.shift)
+
+
 @register("hunyuan")
 def build(cfg) -> Family:
     net = build_hunyuan_dit(in_channels=cfg.in_channels, patch_size=tuple(cfg.patch_size), hidden_size=cfg.hidden_size,
@@ -45,8 +56,8 @@ def build(cfg) -> Family:
                               o.sampling_steps)
     return Family(
         name=cfg.name, net=net, objective=objective,
-        text=TextSpec(LLM, cfg.text_dim, cfg.text_len, cfg.text_dropout, pooled_dim=cfg.clip_dim, drop_to="empty"),
-        latent=LatentSpec(HUNYUAN_VAE, cfg.in_channels, tuple(cfg.input_size), (4, 8, 8), VAE_SCALE),
+        text=text_spec(cfg),
+        latent=latent_spec(cfg),
         cond_inputs=cond_inputs(cfg.train_guidance if cfg.guidance_embed else 0.0),
         blocks=lambda: list(net.double_blocks) + list(net.single_blocks),
         sp_plan=sp_plan,
