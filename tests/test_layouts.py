@@ -10,6 +10,7 @@ CASES = [
     ("opensora_stdit2", "opensora_v1_1_stdit2_xl2.txt", 767_452_100),
     ("hunyuan", "hunyuanvideo_dit.txt", 12_821_012_544),
     ("hunyuan_noguidance", "hunyuanvideo_dit_noguidance.txt", 12_810_782_784),
+    ("hunyuan_vae", "hunyuanvideo_vae.txt", 246_478_803),  # trained without a discriminator (loss.gan 0)
 ]
 
 

@@ -74,6 +74,24 @@ def _model_checks_hunyuan(m, cfg, err):
 
 
 def _model_checks_vae(m, cfg, err):
+    if m.preset not in ("884-16c", "tiny"):
+        err(f"model.preset={m.preset!r}: expected 884-16c or tiny")
+    t, h, w = m.input_size
+    if (t - 1) % 4 or h % 8 or w % 8:
+        err(f"model.input_size={list(m.input_size)}: the causal VAE needs 4k+1 frames and sizes divisible by 8")
+    weights = {k: m.loss[k] for k in ("l1", "kl", "lpips", "gan", "gan_start_step")}
+    for k, v in weights.items():
+        if v < 0:
+            err(f"model.loss.{k}={v}: must be >= 0")
+    if m.loss.lpips > 0 and not m.loss.lpips_weights:
+        err("model.loss.lpips > 0 needs model.loss.lpips_weights (converted LPIPS VGG16 weights, safetensors)")
+    if cfg.data.kind == "video" and not cfg.data.get("buckets"):
+        if (cfg.data.num_frames - 1) % 4 or any(x % 8 for x in cfg.data.resolution):
+            err(f"data.num_frames={cfg.data.num_frames} / data.resolution={list(cfg.data.resolution)}: the causal "
+                "VAE needs 4k+1 frames and sizes divisible by 8")
+        if m.loss.gan > 0 and min(cfg.data.resolution) < 3 * 2 ** m.loss.disc_layers:
+            err(f"data.resolution={list(cfg.data.resolution)} is too small for a {m.loss.disc_layers}-layer "
+                f"discriminator (>= {3 * 2 ** m.loss.disc_layers} px per side)")
     if cfg.parallel.sp > 1:
         err("parallel.sp > 1: autoencoder training has no sequence-parallel plan; use data parallel / ZeRO")
     if cfg.data.kind != "video":

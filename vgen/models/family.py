@@ -58,6 +58,8 @@ class Family:
     # "pixels" (autoencoders: the decoded clips themselves)
     input_kind: str = "latent"
     lora_targets: Sequence[str] = ()  # default LoRA targets (module-path patterns)
+    # name prefixes a pretrained file may lack (parts that start from their init, e.g. a discriminator)
+    init_only: Sequence[str] = ()
     # batch -> the loss cell's inputs; default (x0, noise, t, *cond_inputs(batch))
     inputs: Callable[[Dict[str, np.ndarray]], Tuple[np.ndarray, ...]] = None
 

@@ -17,6 +17,7 @@ def register(name: str):
 
 def _load_builtin():
     from .hunyuan import family as _hunyuan  # noqa: F401  (registers hunyuan)
+    from .hunyuan import vae_family as _hunyuan_vae  # noqa: F401  (registers hunyuan_vae)
     from .opensora import family as _opensora  # noqa: F401  (registers opensora_stdit, opensora_stdit2)
 
 

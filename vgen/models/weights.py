@@ -23,11 +23,14 @@ def net_arrays(net: nn.Cell, names: Iterable[str] = None) -> Dict[str, np.ndarra
             for n, p in named_params(net) if wanted is None or n in wanted}
 
 
-def load_arrays(net: nn.Cell, arrays: Dict[str, np.ndarray], source: str, strict: bool = True) -> None:
-    """Copy arrays into the net (as fp32). Derived buffers are recomputed, never loaded."""
+def load_arrays(net: nn.Cell, arrays: Dict[str, np.ndarray], source: str, strict: bool = True,
+                optional: Iterable[str] = ()) -> None:
+    """Copy arrays into the net (as fp32). Derived buffers are recomputed, never loaded; parameters
+    whose names start with an `optional` prefix keep their values when the file lacks them."""
     missing, mismatched = [], []
+    optional = tuple(optional)
     for name, p in named_params(net):
-        if is_derived(p):
+        if is_derived(p) or (optional and name.startswith(optional) and name not in arrays):
             continue
         arr = arrays.get(name)
         if arr is None:
@@ -53,9 +56,9 @@ def load_arrays(net: nn.Cell, arrays: Dict[str, np.ndarray], source: str, strict
         log.warning("%s: %s", source, msg)
 
 
-def load_safetensors(net: nn.Cell, path: str, strict: bool = True) -> None:
+def load_safetensors(net: nn.Cell, path: str, strict: bool = True, optional: Iterable[str] = ()) -> None:
     from safetensors.numpy import load_file
 
     if not Path(path).is_file():
         raise WeightsError(f"weights file not found: {path} (model.pretrained)")
-    load_arrays(net, load_file(path), path, strict)
+    load_arrays(net, load_file(path), path, strict, optional)

@@ -75,7 +75,7 @@ class Trainer:
         materialize(net, cfg.seed)
         lora = cfg.model.lora
         if cfg.model.pretrained and (reader is None or lora.rank > 0):
-            load_safetensors(net, cfg.model.pretrained)
+            load_safetensors(net, cfg.model.pretrained, optional=family.init_only)
         # state the model carries but does not train (buffers, fixed tables such as rope.freqs):
         # saved with every checkpoint; a LoRA base, frozen below, is not (it is model.pretrained)
         self.fixed = {n: q for n, q in named_params(net) if not q.requires_grad}
@@ -125,7 +125,7 @@ class Trainer:
 
         self.dataset, self.sampler = build_data(cfg, family, self.mesh.dp)
         online_vae = cfg.data.kind == "video" and cfg.data.latents == "online" and family.input_kind == "latent"
-        online_text = cfg.data.kind == "video" and cfg.data.text == "online"
+        online_text = cfg.data.kind == "video" and cfg.data.text == "online" and family.text.dim > 0
         # seed 0: the tiny encoders' weights are the ones vgen-cache used (its manifests say seed0)
         self.encoders = (OnlineEncoders(cfg.model, family.latent, vae=online_vae, text=online_text, seed=0,
                                         jit=cfg.jit) if (online_vae or online_text) else None)
