@@ -7,7 +7,7 @@ This module must not import MindSpore: configs are checked before any heavy impo
 """
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -69,8 +69,10 @@ class ParallelConfig:
     workers: int = 1  # total worker processes (world size) across all nodes
     sp: int = 1  # Ulysses sequence-parallel degree; dp = workers // sp
     zero_stage: int = 0  # 0 (plain DP), 1 (optimizer), 2 (+grads), 3 (+params)
-    # none | all | first:<N> | every:<n>  (blocks of the family to recompute in backward)
+    # none | all | first:<N> | every:<n>  (blocks of the family to recompute in backward; for a family
+    # with several kinds of blocks, within each kind)
     recompute: str = "none"
+    recompute_kinds: Dict[str, str] = field(default_factory=dict)  # per kind, e.g. {double: all, single: first:20}
     recompute_attention: bool = True  # False keeps the attention core out of recompute
     nodes: int = 1
     node_rank: int = 0

@@ -144,10 +144,11 @@ def validate(cfg: DictConfig) -> None:
         err(f"parallel.workers={p.workers} must be a multiple of parallel.nodes={p.nodes}")
     if not 0 <= p.node_rank < max(1, p.nodes):
         err(f"parallel.node_rank={p.node_rank}: must be in [0, parallel.nodes={p.nodes})")
-    try:
-        parse_recompute(p.recompute)
-    except ConfigError as e:
-        err(str(e))
+    for key, spec in [("recompute", p.recompute)] + [(f"recompute_kinds.{k}", v) for k, v in p.recompute_kinds.items()]:
+        try:
+            parse_recompute(spec)
+        except ConfigError as e:
+            err(str(e).replace("parallel.recompute=", f"parallel.{key}="))
 
     d = cfg.data
     if d.get("text_dropout") is not None and not 0.0 <= d.text_dropout <= 1.0:

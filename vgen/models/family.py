@@ -50,6 +50,7 @@ class Family:
     # builds the denoiser's conditioning inputs (after x_t and t) from a host batch
     cond_inputs: Callable[[Dict[str, np.ndarray]], Tuple[np.ndarray, ...]]
     blocks: Callable[[], List[nn.Cell]]  # repeated blocks: units of recompute and ZeRO-3 gathering
+    block_kinds: Callable[[], Dict[str, List[nn.Cell]]] = None  # the blocks by kind, when there are several
     sp_plan: Callable = None  # (net, sp_group) -> places the split points and Ulysses cores
     no_decay_patterns: Sequence[str] = field(default_factory=lambda: ("embedding", "pos_embed", "scale_shift_table"))
     extra_streams: Sequence[str] = ()  # keyed random streams the family draws in cond_inputs

@@ -101,7 +101,9 @@ class Trainer:
         self.sync = GradSync(self.mesh, p.zero_stage)
         blocks = family.blocks()
         spec = "all" if self.sync.zero_stage == 3 else p.recompute  # ZeRO-3 re-gathers in backward
-        n_recomputed = apply_recompute(blocks, spec, keep_attention=not p.recompute_attention)
+        n_recomputed = apply_recompute(family.block_kinds() if family.block_kinds else blocks, spec,
+                                       keep_attention=not p.recompute_attention,
+                                       per_kind=None if self.sync.zero_stage == 3 else p.recompute_kinds)
         sharded = shard_parameters(net, self.mesh, full_values) if self.sync.zero_stage == 3 else set()
         if self.mesh.is_main and (n_recomputed or self.sync.zero_stage):
             log.info("ZeRO stage %d over %d ranks, recompute on %d/%d blocks", self.sync.zero_stage,

@@ -60,6 +60,7 @@ def build(cfg) -> Family:
         latent=latent_spec(cfg),
         cond_inputs=cond_inputs(cfg.train_guidance if cfg.guidance_embed else 0.0),
         blocks=lambda: list(net.double_blocks) + list(net.single_blocks),
+        block_kinds=lambda: {"double": list(net.double_blocks), "single": list(net.single_blocks)},
         sp_plan=sp_plan,
         lora_targets=HUNYUAN_BLOCK_TARGETS,
     )
