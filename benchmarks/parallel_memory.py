@@ -8,6 +8,7 @@ memory is the growth of the process's peak RSS over a few steps (MindSpore's CPU
 took), on a mid-size STDiT. Ratios are to the single-process figure (for SP: to sp1, same samples).
 
     .venv/bin/python benchmarks/parallel_memory.py [--steps 3] [--configs single,dp2,zero1_2,...]
+    .venv/bin/python benchmarks/parallel_memory.py --model hunyuan_mid --configs single,sp2,zero3_2
 
 Targets: ZeRO-3 model states at N workers within 1.15 x (single / N); SP2 activations within
 0.6 x SP1.
@@ -23,12 +24,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-MODEL = ["model=opensora_stdit_mid", "data=synthetic", "data.num_samples=16", "schedule.batch_size=1",
-         "schedule.log_every=1", "schedule.ckpt_every=100000", "schedule.ema_decay=0.9999", "progress=false"]
+COMMON = ["data=synthetic", "data.num_samples=16", "schedule.batch_size=1", "schedule.log_every=1",
+          "schedule.ckpt_every=100000", "schedule.ema_decay=0.9999", "progress=false"]
 # name: (workers, zero stage, sp)
 CONFIGS = {
     "single": (1, 0, 1), "dp2": (2, 0, 1), "zero1_2": (2, 1, 1), "zero2_2": (2, 2, 1), "zero3_2": (2, 3, 1),
-    "zero1_4": (4, 1, 1), "zero2_4": (4, 2, 1), "zero3_4": (4, 3, 1), "sp2": (2, 0, 2),
+    "zero1_4": (4, 1, 1), "zero2_4": (4, 2, 1), "zero3_4": (4, 3, 1), "sp2": (2, 0, 2), "sp2_zero3": (2, 3, 2),
 }
 
 
@@ -63,8 +64,8 @@ def run_worker(out: Path, steps: int):
     from vgen.parallel.mesh import build_mesh
 
     rank, size = init_distributed() if in_distributed_job() else (0, 1)
-    workers, zero, sp = json.loads(os.environ["VGEN_BENCH_CONFIG"])
-    cfg = compose([*MODEL, f"schedule.max_steps={steps}", f"parallel.workers={workers}", f"parallel.sp={sp}",
+    workers, zero, sp, model = json.loads(os.environ["VGEN_BENCH_CONFIG"])
+    cfg = compose([f"model={model}", *COMMON, f"schedule.max_steps={steps}", f"parallel.workers={workers}", f"parallel.sp={sp}",
                    f"parallel.zero_stage={zero}"])
     from vgen.train.trainer import Trainer
 
@@ -83,11 +84,11 @@ def run_worker(out: Path, steps: int):
         barrier()
 
 
-def launch(name: str, steps: int, root: Path) -> dict:
+def launch(name: str, model: str, steps: int, root: Path) -> dict:
     workers, zero, sp = CONFIGS[name]
     out = root / name
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, VGEN_BENCH_CONFIG=json.dumps([workers, zero, sp]))
+    env = dict(os.environ, VGEN_BENCH_CONFIG=json.dumps([workers, zero, sp, model]))
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     script = [str(Path(__file__).resolve()), "--worker", str(out), "--steps", str(steps)]
     if workers == 1:
@@ -107,6 +108,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--model", default="opensora_stdit_mid")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -117,8 +119,9 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         for name in args.configs.split(","):
             print(f"running {name} ...", flush=True)
-            results[name] = launch(name, args.steps, Path(d))
+            results[name] = launch(name, args.model, args.steps, Path(d))
     gb = 2.0 ** 30
+    print(f"\nmodel {args.model}, {args.steps} steps per config")
     single = results.get("single")
     base_states = single["ranks"][0]["states"]["total"] if single else None
     base_act = single["ranks"][0]["activation_gb"] if single else None
