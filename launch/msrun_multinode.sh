@@ -5,7 +5,7 @@
 #   launch/msrun_multinode.sh --nodes 4 --node-rank 0 --master-addr 10.0.0.1 -- experiment=hunyuan/stage2_t2i_256_512
 #
 # Options: --nodes N  --node-rank R  --master-addr HOST  [--master-port 8118]
-#          [--workers-per-node 8]  [--vgen-train PATH]; everything after -- goes to vgen-train.
+#          [--workers-per-node 8]  [--vgen-train CMD]; everything after -- goes to vgen-train.
 set -euo pipefail
 nodes="" ; node_rank="" ; master_addr="" ; master_port=8118 ; per_node=8 ; train="vgen-train"
 usage() { sed -n '2,10p' "$0"; exit 2; }
@@ -23,6 +23,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$nodes" ] && [ -n "$node_rank" ] && [ -n "$master_addr" ] || usage
-exec "$train" "$@" \
+read -r -a train_cmd <<< "$train"  # CMD may carry arguments, e.g. "python -m vgen.cli.train"
+exec "${train_cmd[@]}" \
   parallel.nodes="$nodes" parallel.node_rank="$node_rank" parallel.workers=$((nodes * per_node)) \
-  parallel.master_addr="$master_addr" parallel.master_port="$master_port"
+  parallel.master_addr="$master_addr" parallel.master_port="$master_port" "$@"

@@ -5,5 +5,6 @@
 #
 #   launch/sweep.sh experiment=opensora/v1_0_stage1 schedule.lr=1e-4,2e-4
 set -euo pipefail
-train="${VGEN_TRAIN:-vgen-train}"
-exec "$train" --multirun "$@"
+# VGEN_TRAIN: the training command (default vgen-train; may carry arguments, e.g. "python -m vgen.cli.train")
+read -r -a train <<< "${VGEN_TRAIN:-vgen-train}"
+exec "${train[@]}" --multirun "$@"

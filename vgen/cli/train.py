@@ -24,7 +24,10 @@ def _main(cfg: DictConfig) -> None:
             from ..parallel.launch import in_msrun, launch
 
             if not in_msrun():
-                raise SystemExit(launch(run_dir, plain))
+                code = launch(run_dir, plain)
+                if code:  # a clean return lets a --multirun sweep go on to its next point
+                    raise SystemExit(code)
+                return
         from ..train.trainer import train
 
         train(plain, run_dir)

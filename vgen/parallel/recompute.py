@@ -1,6 +1,6 @@
 """Recompute (activation checkpointing) on a family's blocks: none | all | first:<N> | every:<n>,
 within each kind of block when a family has several (HunyuanVideo: double / single, with
-`parallel.recompute_kinds.single=first:20` to differ per kind),
+`+parallel.recompute_kinds.single=first:20` to differ per kind),
 optionally keeping the attention cores out (their outputs are stored, not recomputed)."""
 from typing import Dict, List
 
