@@ -129,7 +129,7 @@ def overrides(qs, cache_dir, *more):
     return ["model=hunyuan_tiny", "data=video", f"data.csv_path={qs['csv']}", f"data.cache_dir={cache_dir}",
             f"model.text_encoder.tokenizer={qs['llama']}", f"model.text_encoder_2.tokenizer={qs['clip']}",
             f"data.frame_stride={STRIDE}", f"data.num_frames={FRAMES}", f"data.resolution=[{RES[0]},{RES[1]}]",
-            "progress=false", *more]
+            "model.depth_double=1", "model.depth_single=1", "progress=false", *more]
 
 
 def rows(qs):

@@ -16,8 +16,7 @@ from vgen.train.checkpoint import CheckpointReader, find_latest
 from vgen.train.trainer import Trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.dist]
-# the tiny STDiT at depth 2 keeps the many compiles of these tests short
-BASE = [*TINY, "model.depth=2", "data.num_samples=32", "schedule.max_steps=5", "schedule.ckpt_every=3",
+BASE = [*TINY, "data.num_samples=32", "schedule.max_steps=5", "schedule.ckpt_every=3",
         "schedule.ema_decay=0.9", "schedule.warmup_steps=0", "schedule.lr=1e-3"]
 RTOL = 1e-5
 

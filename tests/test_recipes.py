@@ -19,7 +19,8 @@ SYNTHETIC = {"kind": "synthetic", "skip_bad": False, "text_dropout": None, "pref
 def scaled_down(recipe):
     cfg = compose([f"experiment={recipe}"])
     return {"name": recipe.replace("/", "-"), "sp": min(cfg.parallel.sp, 2), "data": SYNTHETIC,
-            "overrides": [f"experiment={recipe}", "model=hunyuan_tiny", "model.pretrained=null", "schedule.max_steps=2",
+            "overrides": [f"experiment={recipe}", "model=hunyuan_tiny", "model.depth_double=1",
+                          "model.depth_single=1", "model.pretrained=null", "schedule.max_steps=2",
                           "schedule.batch_size=1", "schedule.warmup_steps=0", "schedule.log_every=1",
                           "schedule.ckpt_every=2", "progress=false"]}
 

@@ -220,8 +220,8 @@ def test_lora_trains_adapters_only_and_merges_into_the_base(tmp_path):
     from conftest import REPO
     from vgen.models.weights import net_arrays
 
-    hy = ["model=hunyuan_tiny", "data=synthetic", "data.num_samples=8", "progress=false", "schedule.log_every=1",
-          "schedule.ckpt_every=2", "schedule.lr=1e-3", "schedule.warmup_steps=0"]
+    hy = ["model=hunyuan_tiny", "model.depth_double=1", "model.depth_single=1", "data=synthetic", "data.num_samples=8",
+          "progress=false", "schedule.log_every=1", "schedule.ckpt_every=2", "schedule.lr=1e-3", "schedule.warmup_steps=0"]
     base_run = tmp_path / "base"
     base_run.mkdir()
     tr = Trainer(compose([*hy, "schedule.max_steps=1"]), base_run).setup()
