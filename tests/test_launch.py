@@ -19,11 +19,11 @@ def test_multinode_wrapper_sets_node_settings(tmp_path):
     par = yaml.safe_load(r.stdout)["parallel"]
     assert (par["nodes"], par["node_rank"], par["workers"], par["master_addr"], par["master_port"]) == \
         (4, 1, 32, "10.0.0.1", 8118)
-    cmd = msrun_command(tmp_path, type("P", (), par))
+    cmd = msrun_command(type("P", (), par), tmp_path / "logs", "worker.py", "config.yaml")
     for arg in ("--worker_num=32", "--local_worker_num=8", "--node_rank=1", "--master_addr=10.0.0.1",
                 "--master_port=8118", "--join=True"):
         assert arg in cmd
-    assert cmd[-1] == str(tmp_path / "config.yaml")
+    assert cmd[-2:] == ["worker.py", "config.yaml"] and f"--log_dir={tmp_path / 'logs'}" in cmd
 
 
 def test_multinode_wrapper_needs_its_options():

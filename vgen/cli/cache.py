@@ -32,10 +32,7 @@ import hashlib
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -521,49 +518,18 @@ def run_as_worker(kind: str, cfg, options: dict) -> Optional[Summary]:
     return summary
 
 
-FAILURE_MARKS = ("exit with exception", "There's worker exits with exception")  # as parallel/launch.py
-GRACE_S = 3.0
-
-
-def msrun_command(cfg, job_file: Path, log_dir: Path) -> list:
-    from vgen.parallel.launch import free_port
-
-    p = cfg.parallel
-    return ["msrun", f"--worker_num={p.workers}", f"--local_worker_num={p.workers // p.nodes}",
-            f"--master_addr={p.master_addr}", f"--master_port={p.master_port or free_port()}",
-            f"--node_rank={p.node_rank}", f"--log_dir={log_dir}", "--join=True", "--tail_worker_log=0",
-            str(Path(__file__).resolve()), WORKER_MARK, str(job_file)]
-
-
 def launch_workers(kind: str, cfg, options: dict) -> int:
     """Runs the job on parallel.workers msrun workers (as vgen-train does); returns msrun's exit code,
     non-zero within seconds of a worker's failure."""
+    from vgen.parallel.launch import msrun_command, run_msrun
+
     jobs = job_dir(cfg, kind)
     jobs.mkdir(parents=True, exist_ok=True)  # old summary_rank*.json files are overwritten by this job's ranks
     job_file = jobs / "job.yaml"
     OmegaConf.save(OmegaConf.create({"kind": kind, "options": options, "config": cfg}), job_file)
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # msrun runs `python`
     log.info("starting %d msrun workers (logs in %s)", cfg.parallel.workers, jobs / "logs")
-    proc = subprocess.Popen(msrun_command(cfg, job_file, jobs / "logs"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True, bufsize=1)
-    failed = threading.Event()
-
-    def stop():
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    for out_line in proc.stdout:
-        sys.stdout.write(out_line)
-        if any(m in out_line for m in FAILURE_MARKS) and not failed.is_set():
-            failed.set()
-            timer = threading.Timer(GRACE_S, stop)
-            timer.daemon = True
-            timer.start()
-    code = proc.wait()
-    code = 1 if failed.is_set() and code == 0 else (code if code >= 0 else 1)
+    code = run_msrun(msrun_command(cfg.parallel, jobs / "logs", str(Path(__file__).resolve()), WORKER_MARK,
+                                   str(job_file)))
     if code:
         log.error("vgen-cache %s failed in a worker:%s", kind, _worker_errors(jobs / "logs"))
     return code

@@ -28,20 +28,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def msrun_command(run_dir: Path, parallel) -> list:
+def msrun_command(parallel, log_dir: Path, script: str, *script_args: str) -> list:
+    """msrun starting `script` on this node's share of parallel.workers."""
     port = parallel.master_port or free_port()
     local = parallel.workers // parallel.nodes
     return ["msrun", f"--worker_num={parallel.workers}", f"--local_worker_num={local}",
             f"--master_addr={parallel.master_addr}", f"--master_port={port}", f"--node_rank={parallel.node_rank}",
-            f"--log_dir={run_dir / 'logs'}", "--join=True", "--tail_worker_log=0",
-            worker.__file__, str(run_dir / "config.yaml")]
+            f"--log_dir={log_dir}", "--join=True", "--tail_worker_log=0", script, *script_args]
 
 
-def launch(run_dir: Path, cfg) -> int:
-    """Runs the job through msrun; returns its exit code (non-zero within seconds of a failure)."""
+def run_msrun(cmd: list) -> int:
+    """Runs an msrun command, echoing its output; returns its exit code, non-zero within seconds
+    of a worker's failure."""
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # msrun runs `python`
-    cmd = msrun_command(Path(run_dir), cfg.parallel)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True, bufsize=1)
     failed = threading.Event()
@@ -61,3 +61,9 @@ def launch(run_dir: Path, cfg) -> int:
             timer.start()
     code = proc.wait()
     return 1 if failed.is_set() and code == 0 else (code if code >= 0 else 1)
+
+
+def launch(run_dir: Path, cfg) -> int:
+    """Runs the training job through msrun (workers read only <run_dir>/config.yaml)."""
+    run_dir = Path(run_dir)
+    return run_msrun(msrun_command(cfg.parallel, run_dir / "logs", worker.__file__, str(run_dir / "config.yaml")))
