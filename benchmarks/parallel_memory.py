@@ -64,8 +64,8 @@ def run_worker(out: Path, steps: int):
     from vgen.parallel.mesh import build_mesh
 
     rank, size = init_distributed() if in_distributed_job() else (0, 1)
-    workers, zero, sp, model = json.loads(os.environ["VGEN_BENCH_CONFIG"])
-    cfg = compose([f"model={model}", *COMMON, f"schedule.max_steps={steps}", f"parallel.workers={workers}", f"parallel.sp={sp}",
+    workers, zero, sp, model, extra = json.loads(os.environ["VGEN_BENCH_CONFIG"])
+    cfg = compose([f"model={model}", *COMMON, *extra, f"schedule.max_steps={steps}", f"parallel.workers={workers}", f"parallel.sp={sp}",
                    f"parallel.zero_stage={zero}"])
     from vgen.train.trainer import Trainer
 
@@ -84,13 +84,14 @@ def run_worker(out: Path, steps: int):
         barrier()
 
 
-def launch(name: str, model: str, steps: int, root: Path) -> dict:
+def launch(name: str, model: str, extra: list, steps: int, root: Path) -> dict:
     workers, zero, sp = CONFIGS[name]
     out = root / name
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, VGEN_BENCH_CONFIG=json.dumps([workers, zero, sp, model]))
+    env = dict(os.environ, VGEN_BENCH_CONFIG=json.dumps([workers, zero, sp, model, extra]))
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    script = [str(Path(__file__).resolve()), "--worker", str(out), "--steps", str(steps)]
+    # flags msrun cannot take for abbreviations of its own (it would read --worker as --worker_num)
+    script = [str(Path(__file__).resolve()), "--bench-out", str(out), "--bench-steps", str(steps)]
     if workers == 1:
         cmd = [sys.executable, *script]
     else:
@@ -99,7 +100,10 @@ def launch(name: str, model: str, steps: int, root: Path) -> dict:
 
         cmd = ["msrun", f"--worker_num={workers}", f"--local_worker_num={workers}", "--master_addr=127.0.0.1",
                f"--master_port={free_port()}", f"--log_dir={out / 'logs'}", "--join=True", *script]
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode:
+        logs = "".join(p.read_text()[-3000:] for p in sorted((out / "logs").glob("worker_*.log")))
+        raise SystemExit(f"{name} failed ({r.returncode}):\n{r.stderr[-3000:]}\n{logs}")
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(workers)]
     return {"workers": workers, "ranks": ranks}
 
@@ -109,19 +113,22 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--model", default="opensora_stdit_mid")
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--overrides", default="", help="extra config overrides, space-separated "
+                    "(e.g. model.input_size=[8,16,16] to fit 4 workers in memory)")
+    ap.add_argument("--bench-out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--bench-steps", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.worker:
-        return run_worker(Path(args.worker), args.steps)
+    if args.bench_out:
+        return run_worker(Path(args.bench_out), args.bench_steps)
     import statistics
 
     results = {}
     with tempfile.TemporaryDirectory() as d:
         for name in args.configs.split(","):
             print(f"running {name} ...", flush=True)
-            results[name] = launch(name, args.model, args.steps, Path(d))
+            results[name] = launch(name, args.model, args.overrides.split(), args.steps, Path(d))
     gb = 2.0 ** 30
-    print(f"\nmodel {args.model}, {args.steps} steps per config")
+    print(f"\nmodel {args.model} {args.overrides}, {args.steps} steps per config")
     single = results.get("single")
     base_states = single["ranks"][0]["states"]["total"] if single else None
     base_act = single["ranks"][0]["activation_gb"] if single else None
