@@ -25,6 +25,7 @@ from ..layers.attention import AttentionCore, merge_heads, split_heads
 from ..layers.init import declare_only
 from ..layers.linear import torch_default_linear
 from ..layers.conv import Conv3d, GroupNorm, along
+from ..vae.blocks import Decoder, Encoder
 
 SCALING_FACTOR = 0.476986  # official vae config `scaling_factor`; no shift factor
 LOGVAR_RANGE = (-30.0, 20.0)  # DiagonalGaussianDistribution clamps logvar to this
@@ -101,25 +102,6 @@ class UpsampleCausal3D(nn.Cell):
 
 # ---- blocks ----------------------------------------------------------------------------------
 
-class ResnetBlockCausal3D(nn.Cell):
-    """norm1 -> SiLU -> conv1 -> norm2 -> SiLU -> conv2, plus a 1x1x1 `conv_shortcut` when channels change."""
-
-    def __init__(self, in_channels: int, out_channels: int, groups: int, eps: float = 1e-6):
-        super().__init__()
-        self.norm1 = GroupNorm(groups, in_channels, eps)
-        self.conv1 = CausalConv3d(in_channels, out_channels, 3)
-        self.norm2 = GroupNorm(groups, out_channels, eps)
-        self.conv2 = CausalConv3d(out_channels, out_channels, 3)
-        self.conv_shortcut = CausalConv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
-
-    def construct(self, x):
-        h = self.conv1(ops.silu(self.norm1(x)))
-        h = self.conv2(ops.silu(self.norm2(h)))
-        if self.conv_shortcut is not None:
-            x = self.conv_shortcut(x)
-        return x + h
-
-
 class FrameCausalAttention(nn.Cell):
     """diffusers `Attention` as the official mid-block uses it: GroupNorm over (C, T, H, W), one head
     of `channels` dims over all T*H*W tokens, output `to_out.0`, residual. A token attends to the
@@ -151,51 +133,6 @@ class FrameCausalAttention(nn.Cell):
         return x + out.swapaxes(1, 2).reshape(b, c, t, h, w)
 
 
-class UNetMidBlockCausal3D(nn.Cell):
-    """resnet -> attention -> resnet; `attentions` is registered before `resnets` (state-dict order)."""
-
-    def __init__(self, channels: int, groups: int, eps: float = 1e-6):
-        super().__init__()
-        self.attentions = nn.CellList([FrameCausalAttention(channels, groups, eps)])
-        self.resnets = nn.CellList([ResnetBlockCausal3D(channels, channels, groups, eps),
-                                    ResnetBlockCausal3D(channels, channels, groups, eps)])
-
-    def construct(self, x):
-        x = self.resnets[0](x)
-        x = self.attentions[0](x)
-        return self.resnets[1](x)
-
-
-class DownEncoderBlockCausal3D(nn.Cell):
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int, groups: int, factors):
-        super().__init__()
-        self.resnets = nn.CellList([ResnetBlockCausal3D(in_channels if i == 0 else out_channels, out_channels, groups)
-                                    for i in range(num_layers)])
-        self.downsamplers = nn.CellList([DownsampleCausal3D(out_channels, factors)]) if factors else None
-
-    def construct(self, x):
-        for resnet in self.resnets:
-            x = resnet(x)
-        if self.downsamplers is not None:
-            x = self.downsamplers[0](x)
-        return x
-
-
-class UpDecoderBlockCausal3D(nn.Cell):
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int, groups: int, factors):
-        super().__init__()
-        self.resnets = nn.CellList([ResnetBlockCausal3D(in_channels if i == 0 else out_channels, out_channels, groups)
-                                    for i in range(num_layers)])
-        self.upsamplers = nn.CellList([UpsampleCausal3D(out_channels, factors)]) if factors else None
-
-    def construct(self, x):
-        for resnet in self.resnets:
-            x = resnet(x)
-        if self.upsamplers is not None:
-            x = self.upsamplers[0](x)
-        return x
-
-
 def resampling_factors(num_blocks: int, spatial_ratio: int, time_ratio: int):
     """Per block (in encoder order for down blocks, in decoder order for up blocks) the (t, h, w)
     factor, or None: the first log2(spatial) blocks halve space, and the log2(time) blocks before
@@ -212,48 +149,6 @@ def resampling_factors(num_blocks: int, spatial_ratio: int, time_ratio: int):
         hw = 2 if space else 1
         factors.append((2 if time else 1, hw, hw) if (space or time) else None)
     return factors
-
-
-class EncoderCausal3D(nn.Cell):
-    def __init__(self, in_channels, latent_channels, block_out_channels, layers_per_block, groups, factors):
-        super().__init__()
-        chans = list(block_out_channels)
-        self.conv_in = CausalConv3d(in_channels, chans[0], 3)
-        self.down_blocks = nn.CellList([
-            DownEncoderBlockCausal3D(chans[max(i - 1, 0)], chans[i], layers_per_block, groups, factors[i])
-            for i in range(len(chans))])
-        self.mid_block = UNetMidBlockCausal3D(chans[-1], groups)
-        self.conv_norm_out = GroupNorm(groups, chans[-1], 1e-6)
-        self.conv_out = CausalConv3d(chans[-1], 2 * latent_channels, 3)
-
-    def construct(self, x):
-        x = self.conv_in(x)
-        for block in self.down_blocks:
-            x = block(x)
-        x = self.mid_block(x)
-        return self.conv_out(ops.silu(self.conv_norm_out(x)))
-
-
-class DecoderCausal3D(nn.Cell):
-    """Up blocks run the channels in reverse with one more resnet each; registered before mid_block
-    (the official assigns mid_block after up_blocks), which is the state-dict order."""
-
-    def __init__(self, latent_channels, out_channels, block_out_channels, layers_per_block, groups, factors):
-        super().__init__()
-        rev = list(reversed(block_out_channels))
-        self.conv_in = CausalConv3d(latent_channels, rev[0], 3)
-        self.up_blocks = nn.CellList([
-            UpDecoderBlockCausal3D(rev[max(i - 1, 0)], rev[i], layers_per_block + 1, groups, factors[i])
-            for i in range(len(rev))])
-        self.mid_block = UNetMidBlockCausal3D(rev[0], groups)
-        self.conv_norm_out = GroupNorm(groups, rev[-1], 1e-6)
-        self.conv_out = CausalConv3d(rev[-1], out_channels, 3)
-
-    def construct(self, z):
-        x = self.mid_block(self.conv_in(z))
-        for block in self.up_blocks:
-            x = block(x)
-        return self.conv_out(ops.silu(self.conv_norm_out(x)))
 
 
 # ---- tiling (official tiled_encode / tiled_decode) --------------------------------------------
@@ -344,10 +239,13 @@ class CausalVAE3D(nn.Cell):
         self.latent_channels = latent_channels
         self.spatial_ratio, self.time_ratio = spatial_compression_ratio, time_compression_ratio
         factors = resampling_factors(len(block_out_channels), spatial_compression_ratio, time_compression_ratio)
-        self.encoder = EncoderCausal3D(in_channels, latent_channels, block_out_channels, layers_per_block,
-                                       norm_num_groups, factors)
-        self.decoder = DecoderCausal3D(latent_channels, out_channels, block_out_channels, layers_per_block,
-                                       norm_num_groups, factors)
+        # down factors in encoder order, up factors in decoder order (the same list, as the official rule)
+        self.encoder = Encoder(in_channels, latent_channels, block_out_channels, layers_per_block, norm_num_groups,
+                               CausalConv3d, FrameCausalAttention,
+                               lambda i, c: DownsampleCausal3D(c, factors[i]) if factors[i] else None)
+        self.decoder = Decoder(latent_channels, out_channels, block_out_channels, layers_per_block, norm_num_groups,
+                               CausalConv3d, FrameCausalAttention,
+                               lambda i, c: UpsampleCausal3D(c, factors[i]) if factors[i] else None)
         self.quant_conv = Conv3d(2 * latent_channels, 2 * latent_channels, 1)
         self.post_quant_conv = Conv3d(latent_channels, latent_channels, 1)
         self.set_tiling(tile_sample_size, tile_sample_tsize, tile_overlap_factor)

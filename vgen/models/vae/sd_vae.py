@@ -9,8 +9,8 @@ from mindspore import nn, ops
 
 from ..layers.attention import AttentionCore, merge_heads, split_heads
 from ..layers.conv import Conv2d, GroupNorm
-from ..layers.init import new_param, ones, uniform_fan_in, zeros
 from ..layers.linear import torch_default_linear
+from .blocks import Decoder, Encoder
 
 SCALING_FACTOR = 0.18215  # latents fed to the DiT are mean * SCALING_FACTOR (applied by the caller)
 LOGVAR_RANGE = (-30.0, 20.0)  # diffusers' DiagonalGaussianDistribution clamps logvar to this
@@ -18,23 +18,9 @@ LOGVAR_RANGE = (-30.0, 20.0)  # diffusers' DiagonalGaussianDistribution clamps l
 
 # ---- diffusers building blocks -----------------------------------------------------------------
 
-class ResnetBlock2D(nn.Cell):
-    """norm1 -> SiLU -> conv1 -> norm2 -> SiLU -> conv2, plus a 1x1 `conv_shortcut` when channels change."""
-
-    def __init__(self, in_channels: int, out_channels: int, groups: int, eps: float = 1e-6):
-        super().__init__()
-        self.norm1 = GroupNorm(groups, in_channels, eps)
-        self.conv1 = Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = GroupNorm(groups, out_channels, eps)
-        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=1)
-        self.conv_shortcut = Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
-
-    def construct(self, x):
-        h = self.conv1(ops.silu(self.norm1(x)))
-        h = self.conv2(ops.silu(self.norm2(h)))
-        if self.conv_shortcut is not None:
-            x = self.conv_shortcut(x)
-        return x + h
+def conv2d(in_channels: int, out_channels: int, kernel: int):
+    """A same-size convolution (the skeleton's `conv`)."""
+    return Conv2d(in_channels, out_channels, kernel, padding=kernel // 2)
 
 
 class Downsample2D(nn.Cell):
@@ -89,98 +75,6 @@ class VAEAttention(nn.Cell):
         return x + out.swapaxes(1, 2).reshape(b, c, h, w)
 
 
-class UNetMidBlock2D(nn.Cell):
-    """resnet -> attention -> resnet; `attentions` is registered before `resnets` (state-dict order)."""
-
-    def __init__(self, channels: int, groups: int, eps: float = 1e-6):
-        super().__init__()
-        self.attentions = nn.CellList([VAEAttention(channels, groups, eps)])
-        self.resnets = nn.CellList([ResnetBlock2D(channels, channels, groups, eps),
-                                    ResnetBlock2D(channels, channels, groups, eps)])
-
-    def construct(self, x):
-        x = self.resnets[0](x)
-        x = self.attentions[0](x)
-        return self.resnets[1](x)
-
-
-class DownEncoderBlock2D(nn.Cell):
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int, groups: int, add_downsample: bool):
-        super().__init__()
-        self.resnets = nn.CellList([ResnetBlock2D(in_channels if i == 0 else out_channels, out_channels, groups)
-                                    for i in range(num_layers)])
-        self.downsamplers = nn.CellList([Downsample2D(out_channels)]) if add_downsample else None
-
-    def construct(self, x):
-        for resnet in self.resnets:
-            x = resnet(x)
-        if self.downsamplers is not None:
-            x = self.downsamplers[0](x)
-        return x
-
-
-class UpDecoderBlock2D(nn.Cell):
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int, groups: int, add_upsample: bool):
-        super().__init__()
-        self.resnets = nn.CellList([ResnetBlock2D(in_channels if i == 0 else out_channels, out_channels, groups)
-                                    for i in range(num_layers)])
-        self.upsamplers = nn.CellList([Upsample2D(out_channels)]) if add_upsample else None
-
-    def construct(self, x):
-        for resnet in self.resnets:
-            x = resnet(x)
-        if self.upsamplers is not None:
-            x = self.upsamplers[0](x)
-        return x
-
-
-class Encoder(nn.Cell):
-    """Image -> 2*latent moments (mean and logvar) at 1/2^(len(blocks)-1) resolution."""
-
-    def __init__(self, in_channels, latent_channels, block_out_channels, layers_per_block, groups):
-        super().__init__()
-        chans = list(block_out_channels)
-        self.conv_in = Conv2d(in_channels, chans[0], 3, padding=1)
-        self.down_blocks = nn.CellList([
-            DownEncoderBlock2D(chans[max(i - 1, 0)], chans[i], layers_per_block, groups,
-                               add_downsample=i < len(chans) - 1)
-            for i in range(len(chans))])
-        self.mid_block = UNetMidBlock2D(chans[-1], groups)
-        self.conv_norm_out = GroupNorm(groups, chans[-1], 1e-6)
-        self.conv_out = Conv2d(chans[-1], 2 * latent_channels, 3, padding=1)
-
-    def construct(self, x):
-        x = self.conv_in(x)
-        for block in self.down_blocks:
-            x = block(x)
-        x = self.mid_block(x)
-        return self.conv_out(ops.silu(self.conv_norm_out(x)))
-
-
-class Decoder(nn.Cell):
-    """Latent -> image; up blocks run the channels in reverse with one more resnet each."""
-
-    def __init__(self, latent_channels, out_channels, block_out_channels, layers_per_block, groups):
-        super().__init__()
-        rev = list(reversed(block_out_channels))
-        self.conv_in = Conv2d(latent_channels, rev[0], 3, padding=1)
-        # registered before mid_block, as in diffusers (state-dict order)
-        self.up_blocks = nn.CellList([
-            UpDecoderBlock2D(rev[max(i - 1, 0)], rev[i], layers_per_block + 1, groups,
-                             add_upsample=i < len(rev) - 1)
-            for i in range(len(rev))])
-        self.mid_block = UNetMidBlock2D(rev[0], groups)
-        self.conv_norm_out = GroupNorm(groups, rev[-1], 1e-6)
-        self.conv_out = Conv2d(rev[-1], out_channels, 3, padding=1)
-
-    def construct(self, z):
-        x = self.conv_in(z)
-        x = self.mid_block(x)
-        for block in self.up_blocks:
-            x = block(x)
-        return self.conv_out(ops.silu(self.conv_norm_out(x)))
-
-
 class AutoencoderKL(nn.Cell):
     """diffusers AutoencoderKL; the defaults are sd-vae-ft-ema (83,653,863 parameters)."""
 
@@ -191,8 +85,11 @@ class AutoencoderKL(nn.Cell):
         super().__init__()
         self.latent_channels = latent_channels
         self.downscale = 2 ** (len(block_out_channels) - 1)
-        self.encoder = Encoder(in_channels, latent_channels, block_out_channels, layers_per_block, norm_num_groups)
-        self.decoder = Decoder(latent_channels, out_channels, block_out_channels, layers_per_block, norm_num_groups)
+        last = len(block_out_channels) - 1  # every block but the last resamples by 2
+        self.encoder = Encoder(in_channels, latent_channels, block_out_channels, layers_per_block, norm_num_groups,
+                               conv2d, VAEAttention, lambda i, c: Downsample2D(c) if i < last else None)
+        self.decoder = Decoder(latent_channels, out_channels, block_out_channels, layers_per_block, norm_num_groups,
+                               conv2d, VAEAttention, lambda i, c: Upsample2D(c) if i < last else None)
         self.quant_conv = Conv2d(2 * latent_channels, 2 * latent_channels, 1)
         self.post_quant_conv = Conv2d(latent_channels, latent_channels, 1)
 
