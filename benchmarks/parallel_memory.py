@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -95,11 +96,10 @@ def launch(name: str, model: str, extra: list, steps: int, root: Path) -> dict:
     if workers == 1:
         cmd = [sys.executable, *script]
     else:
-        sys.path.insert(0, str(HERE.parent / "tests"))
-        from distributed import free_port
+        from vgen.parallel.launch import msrun_command
 
-        cmd = ["msrun", f"--worker_num={workers}", f"--local_worker_num={workers}", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}", f"--log_dir={out / 'logs'}", "--join=True", *script]
+        one_node = SimpleNamespace(workers=workers, nodes=1, node_rank=0, master_addr="127.0.0.1", master_port=0)
+        cmd = msrun_command(one_node, out / "logs", *script)
     r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if r.returncode:
         logs = "".join(p.read_text()[-3000:] for p in sorted((out / "logs").glob("worker_*.log")))

@@ -1,18 +1,14 @@
 """Helpers for tests that start msrun workers on loopback."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+from vgen.parallel.launch import msrun_command
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_scenarios(root: Path, workers: int, scenarios, timeout=1500):
@@ -20,9 +16,8 @@ def run_scenarios(root: Path, workers: int, scenarios, timeout=1500):
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     log_dir = root / "logs"
-    cmd = ["msrun", f"--worker_num={workers}", f"--local_worker_num={workers}", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", f"--log_dir={log_dir}", "--join=True",
-           str(HERE / "dist_scenarios.py"), str(root), json.dumps(scenarios)]
+    one_node = SimpleNamespace(workers=workers, nodes=1, node_rank=0, master_addr="127.0.0.1", master_port=0)
+    cmd = msrun_command(one_node, log_dir, str(HERE / "dist_scenarios.py"), str(root), json.dumps(scenarios))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if r.returncode != 0:
         logs = "\n".join(f"--- {p.name}\n" + p.read_text()[-4000:] for p in sorted(log_dir.glob("worker_*.log")))
