@@ -1,6 +1,5 @@
 """Shared by the benchmark scripts: config composition and memory readings."""
 import resource
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

@@ -41,8 +41,7 @@ def vgen_steps(trainer, run_dir):
 def bare_steps(trainer, steps):
     """The same net, loss and batches in the plainest jit loop MindSpore offers."""
     import mindspore as ms
-    import numpy as np
-    from mindspore import Tensor, nn, ops
+    from mindspore import nn, ops
 
     net = trainer.family.net
     loss_cell = trainer.family.objective.loss_cell(net)

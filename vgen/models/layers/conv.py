@@ -4,7 +4,7 @@ one matmul over gathered kernel windows is several times faster from ~10 MMAC up
 1150 ms vs 86 ms), so large convolutions take that path there. Other devices use the native ops."""
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, ops
 
 from .init import new_param, ones, uniform_fan_in, zeros
 from .sharding import ShardableLayer
@@ -36,7 +36,7 @@ def conv_by_matmul(x, weight, bias, stride):
     """A valid (unpadded) N-d convolution ([B, C, *spatial], weight [O, C, *k]) as one matmul over
     the gathered kernel windows, gathered one axis at a time (k + k (+ k) views, not k^N)."""
     nd = weight.ndim - 2
-    o, c = weight.shape[0], weight.shape[1]
+    o = weight.shape[0]
     to_last = (0,) + tuple(range(2, nd + 2)) + (1,)
     cols = x.transpose(to_last)  # [B, *spatial, C]: each window offset is one contiguous C-vector
     for i in range(nd - 1, -1, -1):  # last spatial axis first
@@ -79,8 +79,8 @@ class _ConvNd(ShardableLayer):
         self.bias = new_param((out_channels,), uniform_fan_in(fan_in)) if bias else None
         self.on_cpu = ms.get_context("device_target") == "CPU"
 
-    def _native(self, x, w, b):
-        raise NotImplementedError
+    def _native(self, x, w, b, padding):
+        raise NotImplementedError  # Conv2d / Conv3d
 
     def construct(self, x):
         w, b = self.read("weight", self.weight), self.read("bias", self.bias)
