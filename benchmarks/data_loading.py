@@ -86,7 +86,7 @@ def cached_reader_rate(cache_dir, clips, model, steps):
         t0 = time.perf_counter()
         padded = total = 0
         for step in range(steps):
-            sb = trainer.batches.build(step)
+            sb = trainer.data.batches.build(step)
             for mb in sb.micro:
                 latent = mb.batch["latent"]
                 total += latent.size

@@ -44,27 +44,27 @@ def bare_steps(trainer, steps):
     from mindspore import nn, ops
 
     net = trainer.family.net
-    loss_cell = trainer.family.objective.loss_cell(net)
+    loss_cell = trainer.family.make_loss_cell()
     params = [p for p in net.trainable_params()]
     opt = nn.AdamWeightDecay(params, learning_rate=1e-4, weight_decay=0.0)
 
-    def forward(*inputs):
-        return loss_cell(*inputs).mean()
+    def forward(batch):
+        return loss_cell(batch).mean()
 
     grad_fn = ms.value_and_grad(forward, None, opt.parameters)
 
     @ms.jit
-    def step(*inputs):
-        loss, grads = grad_fn(*inputs)
+    def step(batch):
+        loss, grads = grad_fn(batch)
         grads = ops.clip_by_global_norm(grads, 1.0)
         opt(grads)
         return loss
 
-    batches = [trainer._inputs(trainer.batches.build(i).micro[0]) for i in range(steps)]
+    batches = [trainer.data.inputs(trainer.data.batches.build(i).micro[0]) for i in range(steps)]
     times = []
     for b in batches:
         t0 = time.perf_counter()
-        float(step(*b))
+        float(step(b))
         times.append(time.perf_counter() - t0)
     return times
 

@@ -107,10 +107,10 @@ def test_recompute_per_block_kind():
     from vgen.parallel.recompute import apply_recompute
 
     family = build_family(compose(["model=hunyuan_tiny"]).model)
-    assert apply_recompute(family.block_kinds(), "none", per_kind={"double": "all", "single": "first:1"}) == 3
-    assert apply_recompute(family.block_kinds(), "first:1") == 2  # a plain spec: within each kind
+    assert apply_recompute(family.blocks_by_kind(), "none", per_kind={"double": "all", "single": "first:1"}) == 3
+    assert apply_recompute(family.blocks_by_kind(), "first:1") == 2  # a plain spec: within each kind
     with pytest.raises(ConfigError, match="triple"):
-        apply_recompute(family.block_kinds(), "all", per_kind={"triple": "all"})
+        apply_recompute(family.blocks_by_kind(), "all", per_kind={"triple": "all"})
     with pytest.raises(ConfigError, match=r"parallel\.recompute_kinds\.double"):
         validate(compose(["+parallel.recompute_kinds.double=most"]))
     validate(compose(["model=hunyuan_tiny", "+parallel.recompute_kinds.single=first:1"]))

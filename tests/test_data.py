@@ -6,7 +6,8 @@ from vgen.data.cache import CachedLatentDataset
 from vgen.data.errors import DataError
 from vgen.data.sampler import GlobalBatchSampler
 from vgen.models.registry import build_family
-from vgen.train.batches import StepBatchBuilder, model_inputs
+from vgen.train.batches import StepBatchBuilder
+from vgen.train.pipeline import named_inputs
 from vgen.train.datasets import build_dataset
 
 
@@ -36,13 +37,13 @@ def _builder(dp, dp_rank, batch_size):
 def test_draws_do_not_depend_on_the_worker_count():
     """Ranks of a dp=2 job together see exactly the single-process batch of twice the size."""
     b = _builder(1, 0, 4)
-    single = model_inputs(b.family, b.build(3).micro[0].batch)
+    single = named_inputs(b.family, b.build(3).micro[0].batch)
     ranks = []
     for r in range(2):
         br = _builder(2, r, 2)
-        ranks.append(model_inputs(br.family, br.build(3).micro[0].batch))
-    for i, whole in enumerate(single):
-        np.testing.assert_array_equal(whole, np.concatenate([ranks[0][i], ranks[1][i]]))
+        ranks.append(named_inputs(br.family, br.build(3).micro[0].batch))
+    for name, whole in single.items():
+        np.testing.assert_array_equal(whole, np.concatenate([ranks[0][name], ranks[1][name]]), err_msg=name)
 
 
 def _write_cache(root, n, frames=6, c=4, h=16, w=16, L=16, D=256, bad=()):

@@ -21,6 +21,7 @@ from vgen.data.errors import DataError
 from vgen.data.manifest import (check_latent_manifest, check_text_manifest, ensure_manifest, latent_folder,
                                 read_manifest, text_folder, text_manifest)
 from vgen.models.family import LatentSpec, TextSpec
+from vgen.train.pipeline import named_inputs
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -384,22 +385,22 @@ def test_trains_on_the_caches_and_drops_captions_to_empty_npz(qs, vae_cache, tmp
     tr, metrics = train(tmp_path, "cached", overrides(qs, cache_dir, "data.latents=cache", "data.text=cache",
                                                       "data.text_dropout=0.5", *STEPS))
     assert [m["step"] for m in metrics] == [1, 2] and all(np.isfinite(m["loss"]) for m in metrics)
-    assert tr.encoders is None  # nothing online
+    assert tr.data.encoders is None  # nothing online
     with np.load(text_folder(cache_dir) / "empty.npz") as z:
         empty = {"text_emb": z["text_emb"], "text_mask": z["mask"], "text_pooled": z["text_pooled"]}
     dropped = kept = 0
     for step in range(6):
-        micro = tr.batches.build(step).micro[0]
+        micro = tr.data.batches.build(step).micro[0]
         batch = micro.batch
-        inputs = tr.family.model_inputs(batch)  # (latent, noise, t, text_emb, text_mask, text_pooled, guidance)
+        inputs = named_inputs(tr.family, batch)
         for row, drop in enumerate(batch["text_drop"]):
-            name = tr.dataset.names[tr.sampler.dataset_index(step, int(micro.positions[row]))]
+            name = tr.data.dataset.names[tr.data.sampler.dataset_index(step, int(micro.positions[row]))]
             with np.load(text_folder(cache_dir) / (name + ".npz")) as z:
                 own = {"text_emb": z["text_emb"], "text_mask": z["mask"], "text_pooled": z["text_pooled"]}
             want = empty if drop else own
-            np.testing.assert_array_equal(inputs[3][row], want["text_emb"])
-            np.testing.assert_array_equal(inputs[4][row], want["text_mask"].astype(np.float32))
-            np.testing.assert_array_equal(inputs[5][row], want["text_pooled"])
+            np.testing.assert_array_equal(inputs["text_emb"][row], want["text_emb"])
+            np.testing.assert_array_equal(inputs["text_mask"][row], want["text_mask"].astype(np.float32))
+            np.testing.assert_array_equal(inputs["text_pooled"][row], want["text_pooled"])
             dropped, kept = dropped + bool(drop), kept + (not drop)
     assert dropped and kept
 
@@ -410,15 +411,15 @@ def test_trains_online_with_the_cache_tools_text_encoders(qs, text_cache, tmp_pa
     tr, metrics = train(tmp_path, "online", overrides(qs, tmp_path / "no_cache", "data.text_dropout=0.5", "jit=false",
                                                       *STEPS))
     assert [m["step"] for m in metrics] == [1, 2] and all(np.isfinite(m["loss"]) for m in metrics)
-    assert tr.encoders.vae is not None and tr.encoders.text_encoders is not None
+    assert tr.data.encoders.vae is not None and tr.data.encoders.text_encoders is not None
     # online text equals the cached text, dropped captions equal text/empty.npz
     with np.load(text_folder(cache_dir) / "empty.npz") as z:
         empty = {"text_emb": z["text_emb"], "text_mask": z["mask"], "text_pooled": z["text_pooled"]}
     seen = set()
     for step in range(4):
-        batch = tr.batches.build(step).micro[0].batch
+        batch = tr.data.batches.build(step).micro[0].batch
         captions = list(batch["caption"])
-        encoded = tr.encoders(batch)
+        encoded = tr.data.encoders(batch)
         assert encoded["latent"].shape == (2, 16, 2, 4, 4)
         for row, drop in enumerate(batch["text_drop"]):
             if drop:

@@ -64,10 +64,16 @@ def _case(seed=0, B=4, shape=(4, 2, 4, 4)):
     return x0, noise, t, out
 
 
+def batch(x0, noise, t):
+    """The loss cell's named inputs."""
+    as_tensor = lambda a: a if isinstance(a, Tensor) else Tensor(a)
+    return {"latent": as_tensor(x0), "noise": as_tensor(noise), "t": as_tensor(t)}
+
+
 def test_loss_matches_formulas():
     x0, noise, t, out = _case()
     obj = IDDPM()
-    loss = obj.loss_cell(FixedOutput(out))(Tensor(x0), Tensor(noise), Tensor(t)).asnumpy()
+    loss = obj.loss_cell(FixedOutput(out))(batch(x0, noise, t)).asnumpy()
     np.testing.assert_allclose(loss, reference_loss(x0, noise, t, out), rtol=2e-4, atol=1e-5)
 
 
@@ -87,7 +93,7 @@ def test_vlb_does_not_train_the_mean():
     x0, noise, t, out = _case(1)
     net = FixedOutput(out)
     cell = IDDPM().loss_cell(net)
-    grad = ms.grad(lambda a, b, c: cell(a, b, c).sum(), None, [net.out])(Tensor(x0), Tensor(noise), Tensor(t))[0]
+    grad = ms.grad(lambda a, b, c: cell(batch(a, b, c)).sum(), None, [net.out])(Tensor(x0), Tensor(noise), Tensor(t))[0]
     g = grad.asnumpy()
     C = x0.shape[1]
     n = np.prod(x0.shape[1:])
@@ -97,5 +103,5 @@ def test_vlb_does_not_train_the_mean():
 
 def test_without_learned_sigma_loss_is_mse():
     x0, noise, t, out = _case(2)
-    loss = IDDPM(learn_sigma=False).loss_cell(FixedOutput(out[:, :4]))(Tensor(x0), Tensor(noise), Tensor(t))
+    loss = IDDPM(learn_sigma=False).loss_cell(FixedOutput(out[:, :4]))(batch(x0, noise, t))
     np.testing.assert_allclose(loss.asnumpy(), ((noise - out[:, :4]) ** 2).reshape(4, -1).mean(1), rtol=1e-5)

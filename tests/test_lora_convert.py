@@ -18,7 +18,8 @@ from conftest import REPO, layout_lines
 from vgen.models.hunyuan.dit import build_hunyuan_dit
 from vgen.models.layers.init import count_params, materialize, named_params
 from vgen.models.layers.linear import Linear
-from vgen.models.lora import (HUNYUAN_BLOCK_TARGETS, LoRALinear, adapter_names, apply_lora, load_lora, lora_layers,
+from vgen.models.hunyuan.spec import LORA_TARGETS as HUNYUAN_BLOCK_TARGETS
+from vgen.models.lora import (LoRALinear, adapter_names, apply_lora, load_lora, lora_layers,
                               lora_state, merge_lora)
 from vgen.models.weights import WeightsError, load_arrays, load_safetensors, net_arrays
 

@@ -35,7 +35,7 @@ def test_quickstart_trains_from_videos_and_resumes_exactly_with_buckets(clips, t
     metrics = read_metrics(tmp_path / "straight")
     assert [m["step"] for m in metrics] == list(range(1, 5))
     assert {m["bucket"] for m in metrics} <= {"8x64x64", "8x48x80", "8x80x48", "1x64x64", "1x48x80", "1x80x48"}
-    assert straight.encoders is not None and straight.encoders.vae is not None
+    assert straight.data.encoders is not None and straight.data.encoders.vae is not None
     quickstart(clips, tmp_path / "split", 2)
     quickstart(clips, tmp_path / "split", 4)  # resumes at step 2 inside the epoch bucket plan
     a = {m["step"]: (m["loss"], m["bucket"]) for m in read_metrics(tmp_path / "split")}

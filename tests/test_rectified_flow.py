@@ -21,7 +21,8 @@ def test_loss_is_the_velocity_mse():
     x0 = rng.standard_normal((3, 4, 2, 4, 4)).astype(np.float32)
     eps = rng.standard_normal(x0.shape).astype(np.float32)
     s = np.array([0.1, 0.5, 0.9], np.float32)
-    loss = RectifiedFlow().loss_cell(Velocity(0.3, -0.7))(Tensor(x0), Tensor(eps), Tensor(s)).asnumpy()
+    loss = RectifiedFlow().loss_cell(Velocity(0.3, -0.7))({"latent": Tensor(x0), "noise": Tensor(eps),
+                                                            "t": Tensor(s)}).asnumpy()
     sb = s[:, None, None, None, None]
     x_s = (1 - sb) * x0 + sb * eps
     want = ((0.3 * x_s - 0.7 * sb - (eps - x0)) ** 2).reshape(3, -1).mean(1)

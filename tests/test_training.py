@@ -130,7 +130,7 @@ def test_fp16_overflow_leaves_weights_unchanged(tmp_path):
     tr = Trainer(cfg, tmp_path / "r").setup()
     before = {n: p.asnumpy().copy() for n, p in named_params(tr.family.net)}
     masters = [b.master.asnumpy().copy() for b in tr.buckets]
-    batch = tr._inputs(tr.batches.build(0).micro[0])
+    batch = tr.data.inputs(tr.data.batches.build(0).micro[0])
     f32 = lambda v: Tensor(np.float32(v))
     loss, norm = tr.step_fn.fused((f32(1e-3), f32(0.1), f32(0.001), f32(0.0)), f32(1e30), f32(1e-30), batch)
     assert not np.isfinite(float(norm))
@@ -205,7 +205,7 @@ def test_trains_on_cached_latents_and_skips_bad_rows(tmp_path):
     tr, m = run_inprocess(tmp_path, [*data, "data.skip_bad=true", "schedule.max_steps=4", "schedule.batch_size=2"],
                           "lenient", base=TINY_MODEL)
     assert len(m) == 4 and all(np.isfinite(x["loss"]) for x in m)
-    assert tr.dataset.skipped_rows == 1
+    assert tr.data.dataset.skipped_rows == 1
     assert sum(x["data_skipped"] for x in m) >= 1  # clip_7 is met once per epoch (4 steps = 2 epochs)
 
 

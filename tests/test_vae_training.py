@@ -19,10 +19,9 @@ from vgen.models.hunyuan.vae_family import build_training_vae, check_clip, vae_a
 from vgen.models.layers.conv import Conv3d
 from vgen.models.layers.init import count_params, declare_only, materialize, named_params
 from vgen.models.weights import load_arrays, load_safetensors
-from vgen.objectives.vae_loss import (LPIPS_CHANNELS, NLayerDiscriminator, VAEObjective, VAETrainingLoss,
-                                      build_lpips, frozen_view, generator_term, hinge_d_term, min_disc_size,
-                                      step_of)
-from vgen.rng import keyed_rng, sample_rngs
+from vgen.models.vae.critics import LPIPS_CHANNELS, NLayerDiscriminator, build_lpips, frozen_view, min_disc_size
+from vgen.objectives.vae_loss import VAEObjective, VAETrainingLoss, generator_term, hinge_d_term
+from vgen.rng import sample_rngs
 from vgen.runtime import setup_device
 
 # the device is chosen once, before any kernel runs (MindSpore refuses it later): here, at collection,
@@ -188,7 +187,7 @@ def test_loss_terms_match_their_formulas(toy, lpips_net):
     ref_hinge = 0.5 * (np.maximum(1 - d_real, 0).mean(1) + np.maximum(1 + d_fake, 0).mean(1))
     np.testing.assert_allclose(hinge, ref_hinge, rtol=1e-4, atol=1e-6)
     # the total, gated per sample
-    total = cell(Tensor(video), Tensor(noise), Tensor(on)).asnumpy()
+    total = cell({"video": Tensor(video), "vae_noise": Tensor(noise), "gan_on": Tensor(on)}).asnumpy()
     np.testing.assert_allclose(total, 0.7 * l1 + 0.3 * kl + 0.2 * lp + on * (0.4 * gen + hinge), rtol=1e-5)
 
 
@@ -313,29 +312,24 @@ def test_gan_off_leaves_the_discriminator_without_gradient(toy):
     cell = VAETrainingLoss(toy, l1=1.0, kl=1e-3, gan=0.5)
 
     def total(v, n, g):
-        return cell(v, n, g).mean()
+        return cell({"video": v, "vae_noise": n, "gan_on": g}).mean()
 
     gen, disc = _split_grads(toy, total, video, noise, Tensor(np.zeros(2, np.float32)))
     assert all(v == 0 for v in disc.values()) and all(v > 0 for v in gen.values())
 
 
-# ---- gan_start_step from the keyed draws -----------------------------------------------------------
+# ---- gan_start_step from the step ------------------------------------------------------------------
 
-def test_gan_on_follows_the_step_of_the_keyed_draws():
+def test_gan_on_follows_the_step():
     obj = VAEObjective(gan=0.1, gan_start_step=5)
     streams = ["timestep", "noise", "text_drop", "vae_noise"]
     for step, expected in ((0, 0.0), (4, 0.0), (5, 1.0), (123, 1.0)):
         rngs = sample_rngs(42, step, [6, 7, 8], streams)
-        assert step_of(rngs) == step
-        out = obj.draw(rngs, (4, 2, 4, 4))
+        out = obj.draw(rngs, (4, 2, 4, 4), step)
         assert out["gan_on"].dtype == np.float32
         np.testing.assert_array_equal(out["gan_on"], np.full(3, expected))
     rngs = sample_rngs(0, 100, [0], streams)
-    assert obj.draw(rngs, None, step=2)["gan_on"][0] == 0.0  # an explicit step wins
-    assert VAEObjective(gan=0.0).draw(rngs, None)["gan_on"][0] == 0.0  # no GAN: always off
-    with pytest.raises(ValueError, match="keyed"):
-        step_of({"noise": [np.random.default_rng(3)]})
-    assert step_of({"vae_noise": [keyed_rng(2 ** 40 + 5, 9, 1, "vae_noise")]}) == 9
+    assert VAEObjective(gan=0.0).draw(rngs, None, 100)["gan_on"][0] == 0.0  # no GAN: always off
 
 
 def test_objective_refuses_lpips_without_weights():
@@ -376,7 +370,8 @@ def test_family_specs_and_input_checks():
     assert len(fam.blocks()) == 8
     batch = {"video": np.zeros((2, 3, 5, 32, 32), np.float32), "vae_noise": np.zeros((2, 4, 2, 4, 4), np.float32),
              "gan_on": np.zeros(2, np.float32)}
-    assert [a.shape for a in fam.model_inputs(batch)] == [(2, 3, 5, 32, 32), (2, 4, 2, 4, 4), (2,)]
+    assert {k: a.shape for k, a in fam.model_inputs(batch).items()} == \
+        {"video": (2, 3, 5, 32, 32), "vae_noise": (2, 4, 2, 4, 4), "gan_on": (2,)}
     with pytest.raises(ValueError, match="4k\\+1"):
         fam.model_inputs({**batch, "video": np.zeros((2, 3, 8, 32, 32), np.float32)})
     with pytest.raises(ValueError, match="disc_layers"):

@@ -49,86 +49,46 @@ class ConversionError(RuntimeError):
     pass
 
 
-# ---- families: builder + key transforms ------------------------------------------------------
+# ---- the models it converts: every family's adapters ------------------------------------------
 
-def build_hunyuan_dit(preset: str):
-    from vgen.models.hunyuan.dit import build_hunyuan_dit as build
+def adapters():
+    """{target name: WeightsAdapter} of every family's official files (its model and encoders)."""
+    from vgen.models.registry import family_specs
 
-    return build(preset)
-
-
-def build_hunyuan_vae(preset: str):
-    try:
-        from vgen.models.hunyuan.vae import build_hunyuan_vae as build
-    except ImportError as e:
-        raise ConversionError(f"the HunyuanVideo VAE model (vgen.models.hunyuan.vae) is not available: {e}")
-    return build(preset)
+    table = {}
+    for spec in family_specs().values():
+        for adapter in spec.weights:
+            if table.setdefault(adapter.name, adapter) is not adapter:
+                raise ConversionError(f"two adapters are named {adapter.name!r}")
+    return table
 
 
-def presets_of(module: str) -> List[str]:
-    try:
-        return sorted(importlib.import_module(module).PRESETS)
-    except ImportError:
-        return []
+def adapter_of(target: str):
+    table = adapters()
+    if target not in table:
+        raise ConversionError(f"unknown model {target!r}; known: {sorted(table)}")
+    return table[target]
 
 
-def take_container(keys: Sequence[str], container: str) -> Dict[str, str]:
-    """{inner name: raw key} of the keys under `container.` (the dict `ckpt[container]`)."""
-    prefix = container + "."
-    return {k[len(prefix):]: k for k in keys if k.startswith(prefix)}
+def presets_of(target: str) -> List[str]:
+    return list(adapter_of(target).presets())
 
 
-def unwrap_hunyuan_dit(keys: Sequence[str], load_key: str) -> Dict[str, str]:
-    """hyvideo/inference.py load_state_dict: a checkpoint holding "module" or "ema" is a container
-    and the weights are ckpt[load_key]; otherwise it is the bare state dict."""
-    containers = sorted({k.split(".", 1)[0] for k in keys} & {"module", "ema"})
-    if not containers:
-        return {k: k for k in keys}
-    if load_key not in containers:
-        raise ConversionError(f"the checkpoint holds {containers} but not the requested --load-key {load_key!r}")
-    return take_container(keys, load_key)
-
-
-def unwrap_hunyuan_vae(keys: Sequence[str], load_key: str) -> Dict[str, str]:
-    """hyvideo/vae/__init__.py load_vae: ckpt["state_dict"] if present; then, if any key starts with
-    "vae.", only those keys, prefix removed."""
-    mapping = {k: k for k in keys}
-    if any(k.startswith("state_dict.") for k in keys):
-        mapping = take_container(keys, "state_dict")
-    if any(k.startswith("vae.") for k in mapping):
-        mapping = {k[len("vae."):]: raw for k, raw in mapping.items() if k.startswith("vae.")}
-    return mapping
-
-
-@dataclass(frozen=True)
-class FamilySpec:
-    build: Callable[[str], object]  # preset -> model declared under declare_only()
-    default_preset: str
-    presets_module: str
-    unwrap: Callable[[Sequence[str], str], Dict[str, str]]  # raw keys, load key -> {official name: raw key}
-    rename: Callable[[str], str] = staticmethod(lambda name: name)  # official name -> ours (identity here)
-
-
-FAMILIES = {
-    "hunyuan": FamilySpec(build_hunyuan_dit, "HYVideo-T/2-cfgdistill", "vgen.models.hunyuan.dit", unwrap_hunyuan_dit),
-    "hunyuan_vae": FamilySpec(build_hunyuan_vae, "884-16c", "vgen.models.hunyuan.vae", unwrap_hunyuan_vae),
-}
-
-
-def model_layout(family: str, preset: Optional[str] = None):
+def model_layout(target: str, preset: Optional[str] = None):
     """(expected, derived): (name, shape) of every entry a checkpoint must provide, in state-dict
     order, and the names of derived buffers (recomputed from the config, never loaded), from our
     model built under declare_only(): no weights are allocated."""
-    from vgen.models.layers.init import is_derived, named_params
+    from vgen.models.layers.init import declare_only, is_derived, named_params
 
-    spec = FAMILIES[family]
-    net = spec.build(preset or spec.default_preset)
+    adapter = adapter_of(target)
+    with declare_only():
+        net = adapter.build(preset or adapter.default_preset)
     expected = [(n, tuple(int(d) for d in p.shape)) for n, p in named_params(net) if not is_derived(p)]
     return expected, [n for n, p in named_params(net) if is_derived(p)]
 
 
-def expected_layout(family: str, preset: Optional[str] = None) -> List[Tuple[str, Tuple[int, ...]]]:
-    return model_layout(family, preset)[0]
+def expected_layout(target: str, preset: Optional[str] = None) -> List[Tuple[str, Tuple[int, ...]]]:
+    return model_layout(target, preset)[0]
 
 
 # ---- reading checkpoints ---------------------------------------------------------------------
@@ -356,21 +316,17 @@ def check_layout(expected: Sequence[Tuple[str, Tuple[int, ...]]], found: Dict[st
     return problems
 
 
-def matching_presets(family: str, found: Dict[str, Tuple[int, ...]], skip: str) -> List[str]:
-    """Other presets of the family whose layout the checkpoint matches exactly (a hint on failure)."""
-    spec = FAMILIES[family]
-    return [p for p in presets_of(spec.presets_module)
-            if p != skip and not check_layout(expected_layout(family, p), found)]
+def matching_presets(target: str, found: Dict[str, Tuple[int, ...]], skip: str) -> List[str]:
+    """Other presets of the model whose layout the checkpoint matches exactly (a hint on failure)."""
+    return [p for p in presets_of(target) if p != skip and not check_layout(expected_layout(target, p), found)]
 
 
 def convert(family: str, src: Path, out: Path, *, allow_pickle: bool = False, dtype: str = "fp32",
             preset: Optional[str] = None, load_key: str = "module", strip_prefixes: Sequence[str] = ()) -> Dict:
     """Check then convert; returns a summary. Raises ConversionError naming every layout problem."""
-    if family not in FAMILIES:
-        raise ConversionError(f"unknown family {family!r}; known: {sorted(FAMILIES)}")
+    spec = adapter_of(family)
     if dtype not in OUT_DTYPES:
         raise ConversionError(f"unknown --dtype {dtype!r}; choose from {sorted(OUT_DTYPES)}")
-    spec = FAMILIES[family]
     preset = preset or spec.default_preset
     src, out = Path(src), Path(out)
     if src.resolve() == out.resolve():
@@ -387,14 +343,30 @@ def convert(family: str, src: Path, out: Path, *, allow_pickle: bool = False, dt
             if key in raw_of:
                 raise ConversionError(f"--strip-prefix makes {raw_of[key]!r} and {raw!r} collide")
             raw_of[key] = raw
-        official = spec.unwrap(list(raw_of), load_key)  # official name -> key after prefix stripping
-        ours = {spec.rename(name): raw_of[key] for name, key in official.items()}
+        try:
+            official = spec.unwrap(list(raw_of), load_key)  # official name -> key after prefix stripping
+        except ValueError as e:
+            raise ConversionError(str(e))
+        rename = spec.rename or (lambda name: name)
+        ours = {rename(name): raw_of[key] for name, key in official.items() if name not in spec.tied}
         expected, derived = model_layout(family, preset)
         dropped_derived = sorted(set(ours) & set(derived))
         for name in dropped_derived:  # the official loaders drop these too; we recompute them
             del ours[name]
 
-        found = {name: source.shape(raw) for name, raw in ours.items()}
+        want = dict(expected)
+
+        def read(name):
+            array = source.read(ours[name])
+            return spec.reshape(name, array, want[name]) if spec.reshape else array
+
+        def shape_of(name):
+            shape = source.shape(ours[name])
+            if spec.reshape and name in want and int(np.prod(shape)) == int(np.prod(want[name])):
+                return tuple(spec.reshape(name, np.empty(shape, np.uint8), want[name]).shape)
+            return shape
+
+        found = {name: shape_of(name) for name in ours}
         problems = check_layout(expected, found)
         if problems:
             hint = ""
@@ -410,7 +382,7 @@ def convert(family: str, src: Path, out: Path, *, allow_pickle: bool = False, dt
 
         def chunks():
             for name, tag, shape in entries:
-                got_tag, data = encode(source.read(ours[name]), dtype, name)
+                got_tag, data = encode(read(name), dtype, name)
                 if got_tag != tag or len(data) != DTYPE_SIZES[tag] * int(np.prod(shape, dtype=np.int64)):
                     raise ConversionError(f"{name}: planned {tag} {list(shape)}, got {got_tag} of {len(data)} bytes")
                 yield data
@@ -425,7 +397,9 @@ def convert(family: str, src: Path, out: Path, *, allow_pickle: bool = False, dt
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("family", choices=sorted(FAMILIES))
+    ap.add_argument("family", metavar="model", choices=sorted(adapters()),
+                    help="what the checkpoint holds: " + "; ".join(f"{n}: {a.about}" for n, a in
+                                                                  sorted(adapters().items())))
     ap.add_argument("checkpoint", type=Path, help="the official .safetensors or .pt / .pth / .bin file")
     ap.add_argument("out", type=Path, help="the safetensors file to write (written atomically)")
     ap.add_argument("--allow-pickle", action="store_true",

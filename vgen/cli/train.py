@@ -21,10 +21,12 @@ def _main(cfg: DictConfig) -> None:
         run_dir = Path(plain.run_dir)
         freeze(plain, run_dir)
         if plain.parallel.workers > 1:
-            from ..parallel.launch import in_msrun, launch
+            from ..parallel.launch import in_msrun, msrun_command, run_msrun
+            from . import worker
 
-            if not in_msrun():
-                code = launch(run_dir, plain)
+            if not in_msrun():  # the workers read only <run_dir>/config.yaml: Hydra composed once
+                code = run_msrun(msrun_command(plain.parallel, run_dir / "logs", worker.__file__,
+                                               str(run_dir / "config.yaml")))
                 if code:  # a clean return lets a --multirun sweep go on to its next point
                     raise SystemExit(code)
                 return

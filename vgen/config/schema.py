@@ -78,7 +78,6 @@ class ParallelConfig:
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 0  # 0: pick a free port
-    grad_bucket_mb: float = 64.0  # size of the fused gradient all-reduce buckets
 
 
 @dataclass

@@ -1,11 +1,9 @@
-"""Registers the schemas in Hydra's ConfigStore, once, before Hydra composes."""
+"""Registers the schemas in Hydra's ConfigStore, once, before Hydra composes: the train schema,
+the data schemas, and every family's model schema (from its FamilySpec)."""
 from hydra.core.config_store import ConfigStore
 
-from .models import HunyuanConfig, HunyuanVAEConfig, STDiT2Config, STDiTConfig
 from .schema import CachedDataConfig, SyntheticDataConfig, TrainConfig, VideoDataConfig
 
-MODEL_SCHEMAS = {"stdit_schema": STDiTConfig, "stdit2_schema": STDiT2Config, "hunyuan_schema": HunyuanConfig,
-                 "hunyuan_vae_schema": HunyuanVAEConfig}
 DATA_SCHEMAS = {"synthetic_schema": SyntheticDataConfig, "cached_schema": CachedDataConfig,
                 "video_schema": VideoDataConfig}
 
@@ -16,10 +14,12 @@ def register_configs() -> None:
     global _registered
     if _registered:
         return
+    from ..models.registry import family_specs
+
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
-    for name, node in MODEL_SCHEMAS.items():
-        cs.store(group="model", name=name, node=node)
+    for spec in family_specs().values():
+        cs.store(group="model", name=spec.schema_name, node=spec.schema)
     for name, node in DATA_SCHEMAS.items():
         cs.store(group="data", name=name, node=node)
     _registered = True

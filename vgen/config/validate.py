@@ -1,7 +1,7 @@
 """Checks that span several fields, run on the composed config before any work (no MindSpore)."""
 import os
 import re
-from typing import Callable, Dict, List
+from typing import List
 
 from omegaconf import DictConfig
 
@@ -24,81 +24,47 @@ def parse_recompute(spec: str):
     return spec, 0
 
 
-def _model_checks_stdit(m, cfg, err):
+def check_heads(m, err) -> bool:
+    """model.hidden_size divisible by model.num_heads (True when it is)."""
     if m.hidden_size % m.num_heads:
         err(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
+        return False
+    return True
+
+
+def check_patches(m, err) -> None:
     for i, axis in enumerate("THW"):
         if m.input_size[i] % m.patch_size[i]:
             err(f"model.input_size[{i}]={m.input_size[i]} ({axis}) is not divisible by model.patch_size[{i}]="
                 f"{m.patch_size[i]}")
-    sp = cfg.parallel.sp
-    if m.num_heads % sp:
-        divisors = [d for d in range(1, m.num_heads + 1) if m.num_heads % d == 0]
-        err(f"parallel.sp={sp} does not divide model.num_heads={m.num_heads}: Ulysses splits the heads; "
+
+
+def check_sp_heads(num_heads: int, sp: int, err, key: str = "model.num_heads") -> None:
+    """Ulysses splits the heads: sp must divide them."""
+    if num_heads % sp:
+        divisors = [d for d in range(1, num_heads + 1) if num_heads % d == 0]
+        err(f"parallel.sp={sp} does not divide {key}={num_heads}: Ulysses splits the heads; "
             f"choose sp among {divisors}")
 
 
-def _model_checks_stdit2(m, cfg, err):
-    if m.hidden_size % m.num_heads:
-        err(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
-    if m.hidden_size % 12:
-        err(f"model.hidden_size={m.hidden_size} must be divisible by 12 (size conditioning splits it in 3, "
-            f"2D sin-cos positions in 4)")
-    from .models import OPENSORA_MASK_RATIOS
+def check_family(cfg: DictConfig, err) -> None:
+    """What the model's family declares: its own cross-field checks, SP support, block kinds."""
+    from ..models.registry import family_specs
 
-    unknown = sorted(set(m.mask_ratios) - set(OPENSORA_MASK_RATIOS))
+    specs = family_specs()
+    spec = specs.get(cfg.model.family)
+    if spec is None:
+        err(f"model.family={cfg.model.family!r} is unknown; known: {sorted(specs)}")
+        return
+    if spec.check is not None:
+        spec.check(cfg.model, cfg, err)
+    if cfg.parallel.sp > 1 and spec.sp is None:
+        err(f"parallel.sp={cfg.parallel.sp}: model family {spec.name}: {spec.sp_missing}; use parallel.sp=1 "
+            "with ZeRO or data parallel")
+    unknown = sorted(set(cfg.parallel.recompute_kinds) - set(spec.blocks))
     if unknown:
-        err(f"model.mask_ratios has unknown mask(s) {unknown}; known: {sorted(OPENSORA_MASK_RATIOS)}")
-    if abs(sum(m.mask_ratios.values()) - 1.0) > 1e-6:
-        err(f"model.mask_ratios sum to {sum(m.mask_ratios.values())}, not 1")
-    if cfg.parallel.sp > 1:
-        err("parallel.sp > 1: STDiT2 has no sequence-parallel plan yet (its temporal RoPE needs global "
-            "frame positions); use parallel.sp=1 with ZeRO or data parallel")
-
-
-def _model_checks_hunyuan(m, cfg, err):
-    if m.text_len != m.text_encoder.max_length:
-        err(f"model.text_len={m.text_len} differs from model.text_encoder.max_length={m.text_encoder.max_length} "
-            "(the DiT reads exactly the tokens the text encoder keeps after the template crop)")
-    if m.text_encoder_2.max_length > 77:
-        err(f"model.text_encoder_2.max_length={m.text_encoder_2.max_length}: CLIP has 77 positions")
-    if m.hidden_size % m.num_heads:
-        err(f"model.hidden_size={m.hidden_size} is not divisible by model.num_heads={m.num_heads}")
-    elif sum(m.rope_dims) != m.hidden_size // m.num_heads:
-        err(f"model.rope_dims={list(m.rope_dims)} must sum to the head dim {m.hidden_size // m.num_heads}")
-    sp = cfg.parallel.sp
-    if m.num_heads % sp:
-        divisors = [d for d in range(1, m.num_heads + 1) if m.num_heads % d == 0]
-        err(f"parallel.sp={sp} does not divide model.num_heads={m.num_heads}: Ulysses splits the heads; "
-            f"choose sp among {divisors}")
-
-
-def _model_checks_vae(m, cfg, err):
-    if m.preset not in ("884-16c", "tiny"):
-        err(f"model.preset={m.preset!r}: expected 884-16c or tiny")
-    t, h, w = m.input_size
-    if (t - 1) % 4 or h % 8 or w % 8:
-        err(f"model.input_size={list(m.input_size)}: the causal VAE needs 4k+1 frames and sizes divisible by 8")
-    weights = {k: m.loss[k] for k in ("l1", "kl", "lpips", "gan", "gan_start_step")}
-    for k, v in weights.items():
-        if v < 0:
-            err(f"model.loss.{k}={v}: must be >= 0")
-    if m.loss.lpips > 0 and not m.loss.lpips_weights:
-        err("model.loss.lpips > 0 needs model.loss.lpips_weights (converted LPIPS VGG16 weights, safetensors)")
-    if cfg.data.kind == "video" and not cfg.data.get("buckets"):
-        if (cfg.data.num_frames - 1) % 4 or any(x % 8 for x in cfg.data.resolution):
-            err(f"data.num_frames={cfg.data.num_frames} / data.resolution={list(cfg.data.resolution)}: the causal "
-                "VAE needs 4k+1 frames and sizes divisible by 8")
-        if m.loss.gan > 0 and min(cfg.data.resolution) < 3 * 2 ** m.loss.disc_layers:
-            err(f"data.resolution={list(cfg.data.resolution)} is too small for a {m.loss.disc_layers}-layer "
-                f"discriminator (>= {3 * 2 ** m.loss.disc_layers} px per side)")
-    if cfg.parallel.sp > 1:
-        err("parallel.sp > 1: autoencoder training has no sequence-parallel plan; use data parallel / ZeRO")
-    if cfg.data.kind != "video":
-        err(f"data={cfg.data.kind}: an autoencoder trains on clips: use data=video (or data=webvid)")
-
-
-MODEL_CHECKS: Dict[str, Callable] = {"hunyuan": _model_checks_hunyuan, "hunyuan_vae": _model_checks_vae, "opensora_stdit": _model_checks_stdit, "opensora_stdit2": _model_checks_stdit2}
+        err(f"parallel.recompute_kinds names block kind(s) {unknown}; model family {spec.name} has "
+            f"{sorted(spec.blocks)}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -156,11 +122,7 @@ def validate(cfg: DictConfig) -> None:
     if d.kind == "synthetic" and d.num_samples < 1:
         err(f"data.num_samples={d.num_samples}: must be >= 1")
 
-    check = MODEL_CHECKS.get(cfg.model.family)
-    if check is None:
-        err(f"model.family={cfg.model.family!r} is unknown; known: {sorted(MODEL_CHECKS)}")
-    else:
-        check(cfg.model, cfg, err)
+    check_family(cfg, err)
 
     if cfg.resume not in ("auto", "none") and not os.path.isdir(cfg.resume):
         err(f"resume={cfg.resume!r}: expected auto, none or an existing checkpoint directory")

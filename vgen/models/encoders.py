@@ -13,128 +13,49 @@ HunyuanVideo's LLM states take the official prompt template: "dit-llm-encode-vid
 that is a video, "dit-llm-encode" for one that is an image file (the official inference picks the
 image template for 1-frame outputs). The choice is per row of the data set, not per bucket, so a
 row has one cached embedding whatever length it trains at; the empty prompt (caption dropout,
-text/empty.npz) takes the video template."""
+text/empty.npz) takes the video template.
+
+The tables are the families' own (FamilySpec.text_encoders / .vaes): this module holds none."""
 import hashlib
 import logging
-from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mindspore import Tensor, nn
 
-from .hunyuan.vae import PRESETS as HUNYUAN_VAE_PRESETS
-from .hunyuan.vae import SCALING_FACTOR as HUNYUAN_VAE_SCALE
-from .hunyuan.vae import CausalVAE3D
+from .family import POOLED, PROMPT_STATES, STATES, TextEncoderSpec, VAESpec
 from .layers.init import declare_only, materialize
 from .weights import WeightsError, load_safetensors
 
 log = logging.getLogger("vgen")
-# what a text encoder gives (TextEncoderSpec.output)
-STATES = "states"  # [B, L, dim] states and mask of the caption (T5)
-PROMPT_STATES = "prompt_states"  # HunyuanVideo's LLM: states after the prompt template and crop
-POOLED = "pooled"  # one [dim] vector per caption (CLIP's pooled output)
 VIDEO_TEMPLATE, IMAGE_TEMPLATE = "dit-llm-encode-video", "dit-llm-encode"
 # model config keys of the text encoders, in order: the states encoder, then an optional pooled one
 TEXT_ENCODER_KEYS = ("text_encoder", "text_encoder_2")
 
 
-@dataclass(frozen=True)
-class TextEncoderSpec:
-    build: Callable[[], nn.Cell]
-    dim: int
-    tokenizer: str = "t5"  # t5 (sentencepiece / tokenizers files) | llama | clip (tokenizer.json)
-    output: str = STATES  # STATES | PROMPT_STATES | POOLED
-    # PROMPT_STATES: the official crop_start of the templates (they hold for the Llama-3 tokenizer
-    # only); otherwise the crop is counted with the tokenizer given (the tiny test tokenizers)
-    official_crop: bool = False
-    max_positions: Optional[int] = None  # the longest token sequence the encoder takes (CLIP: 77)
+def _collect(kind: str) -> dict:
+    """{name: spec} of every family's encoders of one kind; a name two families define must be
+    the same spec."""
+    from .registry import family_specs
+
+    table = {}
+    for fam in family_specs().values():
+        for name, spec in getattr(fam, kind).items():
+            if table.setdefault(name, spec) is not spec and table[name] != spec:
+                raise ValueError(f"family {fam.name} redefines {kind[:-1]} {name!r} differently")
+    return table
 
 
-@dataclass(frozen=True)
-class VAESpec:
-    build: Callable[[], nn.Cell]
-    channels: int
-    compression: Tuple[int, int, int]  # (t, h, w)
-    scale: float
-    shift: float = 0.0
+@lru_cache(maxsize=1)
+def text_encoders() -> Dict[str, TextEncoderSpec]:
+    return _collect("text_encoders")
 
 
-def _t5(name):
-    def build():
-        from .text.t5 import T5Encoder, t5_config
-
-        return T5Encoder(**t5_config(name))
-
-    return build
-
-
-def _llama(name, **overrides):
-    def build():
-        from .text.llama import LlamaEncoder, llama_config
-
-        return LlamaEncoder(**{**llama_config(name), **overrides})
-
-    return build
-
-
-def _clip(name, **overrides):
-    def build():
-        from .text.clip import CLIPTextEncoder, clip_text_config
-
-        return CLIPTextEncoder(**{**clip_text_config(name), **overrides})
-
-    return build
-
-
-class CausalVideoVAE(CausalVAE3D):
-    """HunyuanVideo's causal 3D VAE called as the cache tool and online training call a VAE. A
-    clip is encoded whole (4n+1 frames -> n+1 latent frames): its frames depend on each other, so
-    `frames_per_call` does not apply; the preset's tiling (tile_sample_size pixels, chunks of
-    tile_sample_tsize + 1 frames) bounds memory for large clips and is skipped for small ones."""
-
-    def encode_video(self, x, frames_per_call: Optional[int] = None):
-        """x [B, 3, T, H, W] in [-1, 1] -> (mean, std), each [B, C, (T-1)/4+1, H/8, W/8], fp32."""
-        return self.encode_tiled(x)
-
-
-def _hunyuan_vae(preset: str, **overrides):
-    def build():
-        return CausalVideoVAE(**{**HUNYUAN_VAE_PRESETS[preset], **overrides})
-
-    return build
-
-
-def _sd_vae(**kw):
-    def build():
-        from .vae.sd_vae import AutoencoderKL
-
-        return AutoencoderKL(**kw)
-
-    return build
-
-
-TEXT_ENCODERS = {
-    "t5-v1_1-xxl": TextEncoderSpec(_t5("t5-v1_1-xxl"), 4096),
-    "t5-tiny": TextEncoderSpec(_t5("tiny"), 32),
-    # HunyuanVideo's text_encoder: hidden_states[-3] of the templated prompt, 256 states after the crop
-    "llava-llama-3-8b": TextEncoderSpec(_llama("llava-llama-3-8b"), 4096, "llama", PROMPT_STATES, official_crop=True),
-    # 512 ids: room for a byte-level test tokenizer (256 bytes, Llama-3's special tokens, merges)
-    "llama-tiny": TextEncoderSpec(_llama("tiny", vocab_size=512), 32, "llama", PROMPT_STATES),
-    # HunyuanVideo's text_encoder_2: the pooled output (vector_in)
-    "clip-vit-large-patch14": TextEncoderSpec(_clip("clip-vit-large-patch14"), 768, "clip", POOLED, max_positions=77),
-    "clip-tiny": TextEncoderSpec(_clip("tiny"), 32, "clip", POOLED, max_positions=16),
-}
-VAES = {
-    "sd-vae-ft-ema": VAESpec(_sd_vae(), 4, (1, 8, 8), 0.18215),
-    "sd-vae-tiny": VAESpec(_sd_vae(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8),
-                           4, (1, 8, 8), 0.18215),
-    "hunyuan-vae-884-16c": VAESpec(_hunyuan_vae("884-16c"), 16, (4, 8, 8), HUNYUAN_VAE_SCALE),
-    # the same code narrowed to seconds per clip on CPU, with the real latent channels (so the
-    # tiny DiT keeps in_channels 16) and the tiny preset's tiles (32 px, 16 + 1 frames)
-    "hunyuan-vae-tiny": VAESpec(_hunyuan_vae("tiny", block_out_channels=(8, 16, 16, 16), norm_num_groups=4,
-                                             latent_channels=16), 16, (4, 8, 8), HUNYUAN_VAE_SCALE),
-}
+@lru_cache(maxsize=1)
+def vaes() -> Dict[str, VAESpec]:
+    return _collect("vaes")
 
 
 def _lookup(table, kind, name):
@@ -144,11 +65,11 @@ def _lookup(table, kind, name):
 
 
 def text_encoder_spec(name: str) -> TextEncoderSpec:
-    return _lookup(TEXT_ENCODERS, "text_encoder", name)
+    return _lookup(text_encoders(), "text_encoder", name)
 
 
 def vae_spec(name: str) -> VAESpec:
-    return _lookup(VAES, "vae", name)
+    return _lookup(vaes(), "vae", name)
 
 
 def weights_id(path: Optional[str], name: str, seed: int = 0) -> str:

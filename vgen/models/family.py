@@ -1,10 +1,32 @@
-"""The family contract: everything the trainer needs from a model family, and nothing more."""
+"""The family contract: what a model family declares (`FamilySpec`, light: no MindSpore import, so
+configs are checked before any heavy import) and what its build function returns (`Family`: the
+denoiser and its objective). The trainer, the config checks, the encoder tables, the random
+streams and the weight converter read these declarations and hold no per-family tables."""
+import importlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from mindspore import nn
 
+
+def resolve(target: str):
+    """The object named by 'package.module:attr' (imported on first use)."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def lazy(target: str, *args, **kwargs) -> Callable:
+    """A callable that imports `target` ('module:function') only when called, then calls it with
+    these arguments (and any given at call time): declarations stay light."""
+
+    def call(*more, **extra):
+        return resolve(target)(*args, *more, **{**kwargs, **extra})
+
+    call.target = target
+    return call
+
+
+# ---- what a family reads and makes ------------------------------------------------------------
 
 @dataclass(frozen=True)
 class TextSpec:
@@ -40,38 +62,164 @@ class LatentSpec:
         return self.channels, t, height // ch, width // cw
 
 
+# ---- frozen encoders a family brings (cache tools, online training) ---------------------------
+
+STATES = "states"  # [B, L, dim] states and mask of the caption (T5)
+PROMPT_STATES = "prompt_states"  # HunyuanVideo's LLM: states after the prompt template and crop
+POOLED = "pooled"  # one [dim] vector per caption (CLIP's pooled output)
+
+
+@dataclass(frozen=True)
+class TextEncoderSpec:
+    build: Callable  # () -> the encoder Cell, declared (see layers/init.py)
+    dim: int
+    tokenizer: str = "t5"  # t5 (sentencepiece / tokenizers files) | llama | clip (tokenizer.json)
+    output: str = STATES  # STATES | PROMPT_STATES | POOLED
+    # PROMPT_STATES: the official crop_start of the templates (they hold for the Llama-3 tokenizer
+    # only); otherwise the crop is counted with the tokenizer given (the tiny test tokenizers)
+    official_crop: bool = False
+    max_positions: Optional[int] = None  # the longest token sequence the encoder takes (CLIP: 77)
+
+
+@dataclass(frozen=True)
+class VAESpec:
+    build: Callable  # () -> the VAE Cell with encode_video(x, frames_per_call) -> (mean, std)
+    channels: int
+    compression: Tuple[int, int, int]  # (t, h, w)
+    scale: float
+    shift: float = 0.0
+
+
+# ---- official weights -------------------------------------------------------------------------
+
+def bare_state_dict(keys: Sequence[str], load_key: str) -> Dict[str, str]:
+    return {k: k for k in keys}
+
+
+@dataclass(frozen=True)
+class WeightsAdapter:
+    """How tools/convert_weights.py turns an official checkpoint of one model into our safetensors:
+    `build(preset)` declares our model (names and shapes to check against), `unwrap(keys, load_key)`
+    finds the state dict inside the official container ({official name: raw key}), `rename` maps
+    an official name to ours, `reshape(name, array)` fixes a layout difference (e.g. 1x1 convs
+    stored as Linears), `tied` lists official keys that duplicate another tensor (dropped)."""
+
+    name: str  # the converter's target name (a family, or one of its encoders)
+    build: Callable  # preset -> declared model
+    default_preset: str
+    presets: Callable  # () -> names of the presets the checkpoint may match
+    unwrap: Callable = bare_state_dict
+    rename: Callable = None  # official name -> ours; None: the same
+    reshape: Callable = None  # (our name, array, our shape) -> array of our shape
+    tied: Tuple[str, ...] = ()
+    about: str = ""  # the official files it reads (shown by --help)
+
+
+# ---- parallelism as data ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SPCore:
+    """Attention cores (fnmatch pattern on module paths) that Ulysses wraps: "ulysses" trades the
+    sequence split for a head split; "joint" does so for the image tokens only, the last
+    `text_len` tokens (read from the net's attribute `text_len_attr`) being whole on every rank."""
+
+    pattern: str
+    kind: str = "ulysses"
+    text_len_attr: str = "text_len"
+
+
+@dataclass(frozen=True)
+class SPPlan:
+    """Which attention cores need the whole sequence. Where tokens are split and gathered the
+    model says itself, with SplitSeam / GatherSeam cells (layers/seams.py)."""
+
+    cores: Tuple[SPCore, ...]
+
+
+# ---- the declaration ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FamilySpec:
+    name: str  # model.family
+    schema: type  # the model group's dataclass (registered in Hydra's ConfigStore)
+    schema_name: str  # its ConfigStore name, as conf/model/*.yaml name it in their defaults
+    build: str  # 'module:function' (model config) -> Family; imported only when a run builds it
+    check: Optional[Callable] = None  # (model cfg, whole cfg, err) -> None: cross-field checks
+    # the repeated blocks by kind, as module paths of block lists in forward order: the units of
+    # recompute and ZeRO-3 gathering (a kind may span several lists)
+    blocks: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
+    sp: Optional[SPPlan] = None  # None: no sequence parallelism (sp_missing says why)
+    sp_missing: str = "it has no sequence-parallel plan"
+    lora_targets: Tuple[str, ...] = ()  # default LoRA targets (module-path patterns)
+    streams: Mapping[str, int] = field(default_factory=dict)  # keyed random streams of its own: {name: id}
+    text_encoders: Mapping[str, TextEncoderSpec] = field(default_factory=dict)
+    vaes: Mapping[str, VAESpec] = field(default_factory=dict)
+    weights: Tuple[WeightsAdapter, ...] = ()  # converters of its official files (model and encoders)
+
+
 @dataclass
 class Family:
+    """A built family: the denoiser and how it trains. Host-side hooks run in the data pipeline
+    (numpy); `denoise` runs inside the compiled step."""
+
     name: str
-    net: nn.Cell  # the denoiser, with the official parameter names
-    objective: object  # draw(rngs, latent_shape) -> dict; loss_cell(net) -> Cell(x0, noise, t, *cond) -> [B]
+    net: object  # the denoiser Cell, with the official parameter names
+    # draw(rngs, latent_shape, step) -> dict of draws; loss_cell(net, denoise, frame_masked) -> Cell(batch) -> [B];
+    # `fields`: the batch fields its loss cell reads
+    objective: object
     text: TextSpec
     latent: LatentSpec
-    # builds the denoiser's conditioning inputs (after x_t and t) from a host batch
-    cond_inputs: Callable[[Dict[str, np.ndarray]], Tuple[np.ndarray, ...]]
-    blocks: Callable[[], List[nn.Cell]]  # repeated blocks: units of recompute and ZeRO-3 gathering
-    block_kinds: Callable[[], Dict[str, List[nn.Cell]]] = None  # the blocks by kind, when there are several
-    sp_plan: Callable = None  # (net, sp_group) -> places the split points and Ulysses cores
-    no_decay_patterns: Sequence[str] = field(default_factory=lambda: ("embedding", "pos_embed", "scale_shift_table"))
-    extra_streams: Sequence[str] = ()  # keyed random streams the family draws in cond_inputs
-    loss_cell: Callable = None  # net -> Cell(*inputs) -> [B]; default: objective.loss_cell(net)
+    spec: FamilySpec = None  # its declaration
+    # (net, x_t, t, batch) -> prediction: the denoiser called on the named fields of a batch
+    denoise: Callable = None
+    fields: Tuple[str, ...] = ()  # the batch fields `denoise` reads (besides x_t, t)
+    # (rngs, latent_shape) -> the family's own random fields (e.g. frame masks), drawn with the others
+    draw: Callable = None
+    # (batch) -> the family's deterministic host-side fields (e.g. dtypes, guidance), after encoding
+    prepare: Callable = None
+    no_decay_patterns: Sequence[str] = ("embedding", "pos_embed", "scale_shift_table")
     # what the family trains on: "latent" (denoisers: clips are VAE-encoded, online or cached) or
     # "pixels" (autoencoders: the decoded clips themselves)
     input_kind: str = "latent"
-    lora_targets: Sequence[str] = ()  # default LoRA targets (module-path patterns)
     # name prefixes a pretrained file may lack (parts that start from their init, e.g. a discriminator)
     init_only: Sequence[str] = ()
-    # batch -> the loss cell's inputs; default (x0, noise, t, *cond_inputs(batch))
-    inputs: Callable[[Dict[str, np.ndarray]], Tuple[np.ndarray, ...]] = None
+    check_batch: Callable = None  # (batch) -> None, raising ValueError for inputs the family cannot train on
 
-    def make_loss_cell(self, net):
-        return self.loss_cell(net) if self.loss_cell is not None else self.objective.loss_cell(net)
+    def make_loss_cell(self):
+        """Cell(batch of named tensors) -> per-sample loss [B]."""
+        extra = {} if self.denoise is None else {"denoise": self.denoise}
+        return self.objective.loss_cell(self.net, frame_masked="frame_mask" in self.fields, **extra)
 
-    def model_inputs(self, batch) -> tuple:
-        if self.inputs is not None:
-            return tuple(self.inputs(batch))
-        return (batch["latent"], batch["noise"], batch["t"]) + tuple(self.cond_inputs(batch))
+    @property
+    def input_fields(self) -> Tuple[str, ...]:
+        """The named fields the loss cell reads from a batch."""
+        return tuple(dict.fromkeys((*self.objective.fields, *self.fields)))
+
+    def model_inputs(self, batch) -> Dict[str, np.ndarray]:
+        """The loss cell's named inputs of a prepared batch."""
+        if self.check_batch is not None:
+            self.check_batch(batch)
+        missing = [k for k in self.input_fields if k not in batch]
+        if missing:
+            raise ValueError(f"{self.name}: the batch lacks {missing} (it has {sorted(batch)})")
+        return {k: batch[k] for k in self.input_fields}
 
     def no_decay(self, name: str, ndim: int) -> bool:
         """Biases, norms (1-D) and embeddings are excluded from weight decay."""
         return ndim < 2 or any(p in name for p in self.no_decay_patterns)
+
+    def blocks_by_kind(self) -> Dict[str, list]:
+        """{kind: [block Cell, ...]} resolved from the spec's module paths."""
+        return {kind: [b for path in paths for b in module_at(self.net, path)]
+                for kind, paths in self.spec.blocks.items()}
+
+    def blocks(self) -> list:
+        return [b for kind in self.blocks_by_kind().values() for b in kind]
+
+
+def module_at(net, path: str):
+    """The sub-cell at a dotted attribute path (e.g. "encoder.down_blocks")."""
+    cell = net
+    for part in path.split("."):
+        cell = getattr(cell, part)
+    return cell

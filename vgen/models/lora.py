@@ -38,14 +38,10 @@ from mindspore import Tensor, nn, ops
 
 from .layers.init import declare_only, init_value, named_params, uniform_fan_in, zeros
 from .layers.linear import Linear
+from .layers.paths import cell_at, cells_with_paths, replace_cell
 from .weights import WeightsError
 
 ADAPTER_ATTRS = ("lora_down", "lora_up")
-# HunyuanVideo: every Linear of the double / single blocks except the modulations (img_mod, txt_mod,
-# modulation), the default selection of musubi-tuner's HunyuanVideo LoRA: 20 x 8 + 40 x 2 layers
-HUNYUAN_BLOCK_TARGETS = ("double_blocks.*.img_attn_qkv", "double_blocks.*.img_attn_proj", "double_blocks.*.img_mlp.fc*",
-                         "double_blocks.*.txt_attn_qkv", "double_blocks.*.txt_attn_proj", "double_blocks.*.txt_mlp.fc*",
-                         "single_blocks.*.linear1", "single_blocks.*.linear2")
 
 
 class LoRALinear(Linear):
@@ -71,38 +67,8 @@ class LoRALinear(Linear):
 
 # ---- locating layers ------------------------------------------------------------------------
 
-def _cells_with_paths(net: nn.Cell) -> List[Tuple[str, nn.Cell]]:
-    return [(path, cell) for path, cell in net.cells_and_names() if path]
-
-
-def _parent_and_key(net: nn.Cell, path: str) -> Tuple[nn.Cell, str]:
-    parent = net
-    *head, key = path.split(".")
-    for part in head:
-        parent = parent[int(part)] if isinstance(parent, (nn.CellList, nn.SequentialCell)) else getattr(parent, part)
-    return parent, key
-
-
-def _replace(net: nn.Cell, path: str, new: nn.Cell) -> None:
-    """Put `new` at `path` (an attribute, or an index of a CellList / SequentialCell). Re-parenting
-    renames Parameters to their path below the parent only; names must be the full, unique paths
-    in a compiled graph, so they are set again."""
-    parent, key = _parent_and_key(net, path)
-    if isinstance(parent, (nn.CellList, nn.SequentialCell)):
-        parent[int(key)] = new
-    else:
-        setattr(parent, key, new)
-    for relative, p in new.parameters_and_names():
-        p.name = f"{path}.{relative}"
-
-
-def _cells_at(net: nn.Cell, path: str) -> nn.Cell:
-    parent, key = _parent_and_key(net, path)
-    return parent[int(key)] if isinstance(parent, (nn.CellList, nn.SequentialCell)) else getattr(parent, key)
-
-
 def lora_layers(net: nn.Cell) -> List[Tuple[str, LoRALinear]]:
-    return [(path, cell) for path, cell in _cells_with_paths(net) if isinstance(cell, LoRALinear)]
+    return [(path, cell) for path, cell in cells_with_paths(net) if isinstance(cell, LoRALinear)]
 
 
 def select_targets(net: nn.Cell, targets: Union[str, Sequence[str]]) -> List[str]:
@@ -111,7 +77,7 @@ def select_targets(net: nn.Cell, targets: Union[str, Sequence[str]]) -> List[str
     if not patterns:
         raise ValueError("apply_lora needs at least one target pattern")
     adapted = [path for path, _ in lora_layers(net)]
-    linears = [path for path, cell in _cells_with_paths(net)  # not the adapted layers nor their adapters
+    linears = [path for path, cell in cells_with_paths(net)  # not the adapted layers nor their adapters
                if isinstance(cell, Linear) and not isinstance(cell, LoRALinear)
                and not any(path.startswith(p + ".") for p in adapted)]
     chosen, unmatched = [], []
@@ -148,14 +114,14 @@ def apply_lora(net: nn.Cell, rank: int, alpha: float, targets: Union[str, Sequen
         raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
     paths = select_targets(net, targets)
     for path in paths:
-        base = _cells_at(net, path)
+        base = cell_at(net, path)
         declared = _is_declared(base.weight)
         if declared:
             with declare_only():
                 layer = LoRALinear(base, rank, alpha, dropout)
         else:
             layer = LoRALinear(base, rank, alpha, dropout)
-        _replace(net, path, layer)
+        replace_cell(net, path, layer)
         if not declared:
             for attr in ADAPTER_ATTRS:
                 p = getattr(layer, attr).weight
@@ -237,7 +203,7 @@ def merge_lora(net: nn.Cell, unload: bool = False) -> int:
         _write(w, merged)
         _write(layer.lora_up.weight, np.zeros(layer.lora_up.weight.shape, np.float32))
         if unload:
-            _replace(net, path, _plain_linear(layer))
+            replace_cell(net, path, _plain_linear(layer))
     return len(layers)
 
 

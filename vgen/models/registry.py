@@ -1,34 +1,49 @@
-"""Model families by config `family` name. Builders return a Family whose net is declared but
-not yet allocated (see layers/init.py)."""
-from typing import Callable, Dict
+"""The model families: one line each, 'module:attribute' of its FamilySpec (loaded with
+import_module; the declarations are light, their build functions are imported only when a run
+builds the family). Everything that differs between families is read from these specs."""
+from functools import lru_cache
+from typing import Dict
 
-from .family import Family
+from .family import Family, FamilySpec, resolve
 
-_BUILDERS: Dict[str, Callable] = {}
-
-
-def register(name: str):
-    def deco(fn):
-        _BUILDERS[name] = fn
-        return fn
-
-    return deco
+FAMILIES = (
+    "vgen.models.opensora.spec:STDIT",
+    "vgen.models.opensora.spec:STDIT2",
+    "vgen.models.hunyuan.spec:DIT",
+    "vgen.models.hunyuan.spec:VAE",
+)
 
 
-def _load_builtin():
-    from .hunyuan import family as _hunyuan  # noqa: F401  (registers hunyuan)
-    from .hunyuan import vae_family as _hunyuan_vae  # noqa: F401  (registers hunyuan_vae)
-    from .opensora import family as _opensora  # noqa: F401  (registers opensora_stdit, opensora_stdit2)
+@lru_cache(maxsize=1)
+def family_specs() -> Dict[str, FamilySpec]:
+    """{model.family: FamilySpec}; two families may not share a name or a schema name."""
+    specs: Dict[str, FamilySpec] = {}
+    for target in FAMILIES:
+        spec = resolve(target)
+        if not isinstance(spec, FamilySpec):
+            raise TypeError(f"{target} is not a FamilySpec")
+        clash = [s.name for s in specs.values() if spec.schema_name == s.schema_name or spec.name == s.name]
+        if clash:
+            raise ValueError(f"{target}: family {spec.name!r} / schema {spec.schema_name!r} clashes with {clash}")
+        specs[spec.name] = spec
+    return specs
+
+
+def family_spec(name: str) -> FamilySpec:
+    specs = family_specs()
+    if name not in specs:
+        raise KeyError(f"model.family={name!r} is not a known family; known: {sorted(specs)}")
+    return specs[name]
 
 
 def build_family(model_cfg) -> Family:
-    _load_builtin()
-    name = model_cfg.family
-    if name not in _BUILDERS:
-        raise KeyError(f"model.family={name!r} is not a known family; known: {sorted(_BUILDERS)}")
-    return _BUILDERS[name](model_cfg)
+    """The family of model_cfg.family, its denoiser declared but not yet allocated (layers/init.py)."""
+    spec = family_spec(model_cfg.family)
+    family = resolve(spec.build)(model_cfg)
+    if family.spec is not spec:
+        raise TypeError(f"{spec.build} must return a Family whose spec is {spec.name}'s FamilySpec")
+    return family
 
 
 def families():
-    _load_builtin()
-    return sorted(_BUILDERS)
+    return sorted(family_specs())

@@ -8,6 +8,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from .denoise import plain_denoise
+
 LOG2 = math.log(2.0)
 
 
@@ -76,17 +78,20 @@ def mean_flat(x, frame_mask=None):
 
 
 class IDDPMLoss(nn.Cell):
-    """Per-sample IDDPM loss of a denoiser called as net(x_t, t, *cond).
+    """Per-sample IDDPM loss of a batch's named fields: `latent` (x0), `noise`, `t`, and whatever
+    the denoiser reads through `denoise(net, x_t, t, batch)`.
 
-    With `frame_mask_arg` (the index in cond of a [B, T] frame mask, True = trained frame, as
-    OpenSora 1.1 passes x_mask to its model), masked-out frames are given clean (x_t at t = 0)
-    and the loss averages over the trained frames only."""
+    With `frame_masked`, the batch's `frame_mask` [B, T] (True = trained frame, as OpenSora 1.1
+    passes x_mask to its model) gives masked-out frames clean (x_t at t = 0) and the loss averages
+    over the trained frames only."""
 
-    def __init__(self, net: nn.Cell, tables: DiffusionTables, learn_sigma: bool = True, frame_mask_arg=None):
+    def __init__(self, net: nn.Cell, tables: DiffusionTables, learn_sigma: bool = True, denoise=plain_denoise,
+                 frame_masked: bool = False):
         super().__init__()
         self.net = net
+        self.denoise = denoise
         self.learn_sigma = learn_sigma
-        self.frame_mask_arg = frame_mask_arg
+        self.frame_masked = frame_masked
         for name in ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
                      "sqrt_recipm1_alphas_cumprod", "posterior_log_variance_clipped", "posterior_mean_coef1",
                      "posterior_mean_coef2", "log_betas"):
@@ -96,17 +101,18 @@ class IDDPMLoss(nn.Cell):
     def _at(table, t, ndim: int):
         return ops.gather(table, t, 0).reshape((-1,) + (1,) * (ndim - 1))
 
-    def construct(self, x0, noise, t, *cond):
+    def construct(self, batch):
+        x0, noise, t = batch["latent"], batch["noise"], batch["t"]
         nd = x0.ndim
         x_t = self._at(self.sqrt_alphas_cumprod, t, nd) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, t, nd) * noise
         fm = None
-        if self.frame_mask_arg is not None:
-            fm = cond[self.frame_mask_arg]
+        if self.frame_masked:
+            fm = batch["frame_mask"]
             t0 = ops.zeros_like(t)
             x_t0 = self._at(self.sqrt_alphas_cumprod, t0, nd) * x0 + \
                 self._at(self.sqrt_one_minus_alphas_cumprod, t0, nd) * noise
             x_t = ops.where(fm[:, None, :, None, None], x_t, x_t0)
-        out = self.net(x_t, t, *cond)
+        out = self.denoise(self.net, x_t, t, batch)
         c = x0.shape[1]
         eps = out[:, :c]
         mse = mean_flat((noise - eps) ** 2, fm)
@@ -132,6 +138,8 @@ class IDDPMLoss(nn.Cell):
 class IDDPM:
     """The objective: host-side draws (timesteps, noise) and the in-graph loss."""
 
+    fields = ("latent", "noise", "t")  # what its loss cell reads of a batch (besides the denoiser's)
+
     def __init__(self, diffusion_steps: int = 1000, noise_schedule: str = "linear", learn_sigma: bool = True,
                  sampling_steps: int = 100, cfg_scale: float = 7.0):
         betas = {"linear": linear_betas, "squaredcos_cap_v2": cosine_betas}[noise_schedule](diffusion_steps)
@@ -141,11 +149,11 @@ class IDDPM:
         self.sampling_steps = sampling_steps
         self.cfg_scale = cfg_scale
 
-    def draw(self, rngs, latent_shape):
+    def draw(self, rngs, latent_shape, step: int = 0):
         """One generator per sample (keyed by seed, step, global sample index) -> timesteps, noise."""
         t = np.array([r.integers(0, self.num_timesteps) for r in rngs["timestep"]], np.int32)
         noise = np.stack([r.standard_normal(latent_shape, dtype=np.float32) for r in rngs["noise"]])
         return {"t": t, "noise": noise}
 
-    def loss_cell(self, net: nn.Cell, frame_mask_arg=None) -> nn.Cell:
-        return IDDPMLoss(net, self.tables, self.learn_sigma, frame_mask_arg)
+    def loss_cell(self, net: nn.Cell, denoise=plain_denoise, frame_masked: bool = False) -> nn.Cell:
+        return IDDPMLoss(net, self.tables, self.learn_sigma, denoise, frame_masked)

@@ -11,26 +11,33 @@ The sampler is Euler on sigma = linspace(1, 0, N + 1) shifted by `sample_shift`.
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from .denoise import plain_denoise
+
 
 def shift_sigma(s, shift: float):
     return shift * s / (1.0 + (shift - 1.0) * s)
 
 
 class RectifiedFlowLoss(nn.Cell):
-    """Per-sample MSE between the predicted and the true velocity of net(x_s, 1000 s, *cond)."""
+    """Per-sample MSE between the predicted and the true velocity: the batch's named fields
+    `latent` (x0), `noise`, `t` (s in (0, 1)); the denoiser is called as denoise(net, x_s, 1000 s, batch)."""
 
-    def __init__(self, net: nn.Cell):
+    def __init__(self, net: nn.Cell, denoise=plain_denoise):
         super().__init__()
         self.net = net
+        self.denoise = denoise
 
-    def construct(self, x0, noise, s, *cond):
+    def construct(self, batch):
+        x0, noise, s = batch["latent"], batch["noise"], batch["t"]
         sb = s.reshape((-1,) + (1,) * (x0.ndim - 1))
         x_s = (1.0 - sb) * x0 + sb * noise
-        v = self.net(x_s, s * 1000.0, *cond)
+        v = self.denoise(self.net, x_s, s * 1000.0, batch)
         return ((v - (noise - x0)) ** 2).reshape(x0.shape[0], -1).mean(-1)
 
 
 class RectifiedFlow:
+    fields = ("latent", "noise", "t")  # what its loss cell reads of a batch (besides the denoiser's)
+
     def __init__(self, timestep_sampling: str = "logit_normal", logit_mean: float = 0.0, logit_std: float = 1.0,
                  shift: float = 1.0, sample_shift: float = 7.0, sampling_steps: int = 50):
         if timestep_sampling not in ("logit_normal", "uniform"):
@@ -46,14 +53,14 @@ class RectifiedFlow:
             s = 1.0 / (1.0 + np.exp(-(self.logit_mean + self.logit_std * rng.standard_normal())))
         return float(shift_sigma(s, self.shift))
 
-    def draw(self, rngs, latent_shape):
+    def draw(self, rngs, latent_shape, step: int = 0):
         """Keyed draws per sample: s in (0, 1) (passed as `t`) and the noise."""
         s = np.array([self.draw_s(r) for r in rngs["timestep"]], np.float32)
         noise = np.stack([r.standard_normal(latent_shape, dtype=np.float32) for r in rngs["noise"]])
         return {"t": s, "noise": noise}
 
-    def loss_cell(self, net: nn.Cell) -> nn.Cell:
-        return RectifiedFlowLoss(net)
+    def loss_cell(self, net: nn.Cell, denoise=plain_denoise, frame_masked: bool = False) -> nn.Cell:
+        return RectifiedFlowLoss(net, denoise)
 
     def sigmas(self, steps: int = None) -> np.ndarray:
         steps = steps or self.sampling_steps

@@ -1,9 +1,7 @@
-"""Starting msrun workers from vgen-train.
-
-The workers run vgen/cli/worker.py, which reads only the frozen <run_dir>/config.yaml: Hydra
-composes once and every rank agrees on the run directory. msrun notices a dead worker within a
-second and kills the others, but then waits about 30 s for its scheduler to time the node out;
-we watch msrun's output and end the whole job as soon as it reports the failure."""
+"""Starting msrun workers: the one msrun launcher of vgen-train, vgen-cache, the tests and the
+benchmarks. msrun notices a dead worker within a second and kills the others, but then waits
+about 30 s for its scheduler to time the node out; we watch msrun's output and end the whole job
+as soon as it reports the failure."""
 import os
 import signal
 import socket
@@ -11,8 +9,6 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-
-from ..cli import worker
 
 FAILURE_MARKS = ("exit with exception", "There's worker exits with exception")
 GRACE_S = 3.0
@@ -61,9 +57,3 @@ def run_msrun(cmd: list) -> int:
             timer.start()
     code = proc.wait()
     return 1 if failed.is_set() and code == 0 else (code if code >= 0 else 1)
-
-
-def launch(run_dir: Path, cfg) -> int:
-    """Runs the training job through msrun (workers read only <run_dir>/config.yaml)."""
-    run_dir = Path(run_dir)
-    return run_msrun(msrun_command(cfg.parallel, run_dir / "logs", worker.__file__, str(run_dir / "config.yaml")))

@@ -1,10 +1,14 @@
 """ZeRO-3: the parameters of every shardable layer keep only this rank's flat segment and are
-all-gathered just before use; the blocks are recomputed in backward, so the gathered weights
-are not kept for it (they are gathered again). The gather's backward reduce-scatters the
-gradient, which therefore arrives summed over ranks and already sharded.
+all-gathered just before use. Blocks under recompute gather again in backward (the gathered
+weights are not kept); without recompute a layer's gathered weights live until its backward. The
+gather's backward reduce-scatters the gradient, which therefore arrives summed over ranks and
+already sharded.
 
-ZeRO-1/2 need no change to the model: they live in the flat buckets (train/buckets.py) and the
-gradient synchronisation (sync.py)."""
+Sharding is per parameter: a parameter of n elements is flattened, padded to shards x s
+(s = ceil(n / shards)) and rank r keeps elements [r*s, (r+1)*s).
+
+ZeRO-1/2 need no change to the model: they live in the flat buckets (train/flat_params.py) and
+the gradient synchronisation (sync.py)."""
 from typing import Dict, Set
 
 import numpy as np
@@ -12,8 +16,21 @@ from mindspore import Tensor, nn
 
 from ..models.layers.init import named_params
 from ..models.layers.sharding import Gathered, ShardableLayer
-from ..train.buckets import local_segment
 from .comm import AllGather
+
+
+def shard_size(numel: int, shards: int) -> int:
+    return -(-numel // shards)
+
+
+def local_segment(full: np.ndarray, shards: int, rank: int) -> np.ndarray:
+    """This rank's segment of a flattened, zero-padded parameter."""
+    flat = np.asarray(full, np.float32).reshape(-1)
+    s = shard_size(flat.size, shards)
+    seg = np.zeros(s, np.float32)
+    part = flat[rank * s:(rank + 1) * s]
+    seg[:part.size] = part
+    return seg
 
 
 class Sources(nn.Cell):

@@ -1,7 +1,8 @@
-"""One step's data on this rank: samples from the data set (in the bucket of the step), keyed
-random draws (timesteps, noise, caption dropout, VAE sampling noise, the family's own streams).
-Built in the prefetch thread as numpy; `model_inputs` turns a micro-batch into the loss cell's
-inputs once the online encoders (if any) have filled in latents and text embeddings."""
+"""One step's data on this rank: samples from the data set (in the bucket of the step) and every
+random draw of the step in one place (`draw`): timesteps and noise (the objective), caption
+dropout, the VAE's sampling noise, the family's own streams (e.g. frame masks), each keyed by
+(seed, step, global sample index, stream). Built in the prefetch thread as numpy; the data
+pipeline (pipeline.py) then encodes online what the run encodes online and names the inputs."""
 import logging
 from dataclasses import dataclass, field
 from typing import List
@@ -75,6 +76,25 @@ class StepBatchBuilder:
             if key in batch:
                 batch[key][batch["text_drop"]] = value
 
+    def draw(self, step: int, positions, batch) -> dict:
+        """Every random draw of a micro-batch (besides the data set's own reading: clip windows and
+        latent sampling, keyed the same way), from generators keyed by (seed, step, sample, stream)."""
+        family = self.family
+        streams = ["timestep", "noise", "text_drop", "vae_noise", *family.spec.streams]
+        rngs = sample_rngs(self.seed, step, positions, streams)
+        out = {}
+        if "latent" in batch:
+            latent_shape = batch["latent"].shape[1:]
+        else:  # clips: the latent shape their VAE gives, and its sampling noise
+            _, _, t, h, w = batch["video"].shape
+            latent_shape = family.latent.latent_shape(t, h, w)
+            out["vae_noise"] = np.stack([r.standard_normal(latent_shape, dtype=np.float32) for r in rngs["vae_noise"]])
+        out.update(family.objective.draw(rngs, latent_shape, step))
+        out["text_drop"] = np.array([r.random() < self.text_dropout for r in rngs["text_drop"]])
+        if family.draw is not None:
+            out.update(family.draw(rngs, latent_shape))
+        return out
+
     def build(self, step: int) -> StepBatch:
         shape = self.sampler.shape_of(step) if self.bucketed else None
         out = StepBatch(shape=shape)
@@ -86,24 +106,8 @@ class StepBatchBuilder:
                 samples.append(s)
                 skipped += shift
             batch = {k: _stack(samples, k) for k in samples[0]}
-            streams = ["timestep", "noise", "text_drop", "vae_noise", *self.family.extra_streams]
-            rngs = sample_rngs(self.seed, step, positions, streams)
-            if "latent" in batch:
-                latent_shape = batch["latent"].shape[1:]
-            else:  # clips: the latent shape their VAE gives, and its sampling noise
-                _, _, t, h, w = batch["video"].shape
-                latent_shape = self.family.latent.latent_shape(t, h, w)
-                batch["vae_noise"] = np.stack([r.standard_normal(latent_shape, dtype=np.float32)
-                                               for r in rngs["vae_noise"]])
-            batch.update(self.family.objective.draw(rngs, latent_shape))
-            batch["text_drop"] = np.array([r.random() < self.text_dropout for r in rngs["text_drop"]])
+            batch.update(self.draw(step, positions, batch))
             if self.family.text.drop_to == "empty":
                 self._drop_to_empty(batch)
-            batch["rngs"] = rngs
             out.micro.append(MicroBatch(batch, positions, skipped))
         return out
-
-
-def model_inputs(family, batch) -> tuple:
-    """The loss cell's inputs of a micro-batch (the family decides; (x0, noise, t, *cond) by default)."""
-    return family.model_inputs(batch)

@@ -178,3 +178,36 @@ class CheckpointReader:
         if kind in ("model", "ema"):
             out.update(self._file("buffers.safetensors"))
         return out
+
+
+# ---- writing and reading the training state ----------------------------------------------------
+
+def write_state(writer: CheckpointWriter, buckets, fixed: Dict[str, np.ndarray], shards: int, shard_rank: int,
+                is_main: bool) -> None:
+    """The flat buckets' state (Bucket.state_dict) in one of the two formats above; `fixed` is
+    the model's untrained state (buffers, fixed tables), saved beside the weights."""
+    states = [b.state_dict() for b in buckets]
+    kinds = sorted({k for st in states for k in st})
+    merged = {k: {n: a for st in states for n, a in st.get(k, {}).items()} for k in kinds}
+    if shards == 1:
+        if is_main:
+            writer.write("model.safetensors", {**fixed, **merged["model"]})
+            if "ema" in merged:
+                writer.write("ema.safetensors", {**fixed, **merged["ema"]})
+            writer.write("optimizer.safetensors", {f"{kind}.{n}": a for kind in ("adam_m", "adam_v")
+                                                   for n, a in merged[kind].items()})
+        return
+    if is_main:
+        writer.write("buffers.safetensors", fixed)
+        params = {sl.name: {"shape": list(sl.shape), "numel": sl.numel, "shard": sl.shard}
+                  for b in buckets for sl in b.slots}
+        writer.write_json(INDEX_FILE, {"format": "vgen-sharded-1", "shards": shards, "kinds": kinds,
+                                       "params": params})
+    writer.write(shard_file(shard_rank, shards), {f"{kind}/{n}": a for kind in kinds for n, a in merged[kind].items()})
+
+
+def read_state(reader: "CheckpointReader") -> Dict[str, Dict[str, np.ndarray]]:
+    """{kind: {name: whole array}} for Bucket.load_state_dict; a checkpoint without EMA gives
+    the model weights as the EMA's start."""
+    return {"adam_m": reader.arrays("adam_m"), "adam_v": reader.arrays("adam_v"),
+            "ema": reader.arrays("ema") if reader.has("ema") else reader.arrays("model")}

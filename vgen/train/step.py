@@ -101,23 +101,24 @@ class TrainStep:
         self.mean_loss = wrap(self._mean_loss)
         self.ops = BucketOps(self.grad_sync, beta1, beta2, eps, weight_decay, jit)
 
-    def _forward(self, scale, inv_accum, *inputs):
-        loss = self.loss_cell(*inputs).astype(ms.float32).mean()
+    def _forward(self, scale, inv_accum, batch):
+        loss = self.loss_cell(batch).astype(ms.float32).mean()
         return loss * (scale * inv_accum * self.inv_sp), loss
 
     def _mean_loss(self, loss):
         return self.grad_sync.mean_over_dp(loss)
 
-    def _grad_step(self, scale, inv_accum, *inputs):
-        (_, loss), grads = self.grad_fn(scale, inv_accum, *inputs)
+    def _grad_step(self, scale, inv_accum, batch):
+        (_, loss), grads = self.grad_fn(scale, inv_accum, batch)
         return loss, grads
 
     def _bucket_grads(self, grads):
         return [grads[a:b] for a, b in self.spans]
 
-    def micro(self, scale, inv_accum, inv_scale, inputs):
-        """Adds one micro-batch's gradients to the accumulators; returns its local loss."""
-        loss, grads = self.grad_step(scale, inv_accum, *inputs)
+    def micro(self, scale, inv_accum, inv_scale, batch):
+        """Adds one micro-batch's gradients to the accumulators; returns its local loss. `batch`:
+        the loss cell's named inputs ({field: Tensor})."""
+        loss, grads = self.grad_step(scale, inv_accum, batch)
         for b, g in zip(self.buckets, self._bucket_grads(grads)):
             self.ops.accumulate(b.grad_acc, b.layout, b.sharded, inv_scale, *g)
         return loss
@@ -132,8 +133,8 @@ class TrainStep:
                             b.layout, b.sharded, *b.params)
         return norm
 
-    def fused(self, hyper, scale, inv_scale, inputs):
-        loss, grads = self.grad_step(scale, 1.0, *inputs)
+    def fused(self, hyper, scale, inv_scale, batch):
+        loss, grads = self.grad_step(scale, 1.0, batch)
         local = [self.ops.local_grad(b.layout, b.sharded, inv_scale, *g)
                  for b, g in zip(self.buckets, self._bucket_grads(grads))]
         del grads

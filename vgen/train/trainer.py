@@ -1,9 +1,9 @@
 """The one training loop, for every family.
 
 Setup order: device -> mesh (dp x sp) -> family -> weights in fp32 (checkpoint, pretrained or
-fresh init) -> plans: SP on the attention cores, recompute on the blocks, ZeRO-3 on the layers
--> flat buckets (fp32 masters, AdamW moments, EMA; sharded for ZeRO) -> cast to the compute
-dtype -> data -> loop.
+fresh init) -> LoRA -> parallelize (SP on the seams and attention cores, recompute on the blocks,
+ZeRO-3 on the layers; vgen/parallel/plan.py) -> flat buckets (fp32 masters, AdamW moments, EMA;
+sharded for ZeRO) -> cast to the compute dtype -> the data pipeline -> loop.
 """
 import logging
 import math
@@ -16,24 +16,19 @@ import numpy as np
 from mindspore import Tensor
 from omegaconf import DictConfig
 
-from ..data.loader import Prefetcher
 from ..models.layers.init import is_buffer, materialize, named_params
 from ..models.lora import apply_lora
 from ..models.registry import build_family
-from ..models.weights import load_arrays, load_safetensors, net_arrays
+from ..models.weights import load_arrays, load_safetensors
 from ..parallel.comm import barrier
 from ..parallel.mesh import Mesh
-from ..parallel.recompute import apply_recompute
-from ..parallel.sync import GradSync
-from ..parallel.zero import shard_parameters
+from ..parallel.plan import parallelize
 from ..runtime import setup_device
 from . import checkpoint as ckpt_io
-from .batches import StepBatchBuilder, model_inputs
-from .buckets import make_buckets
-from .datasets import build_data
-from .encoding import OnlineEncoders
+from .flat_params import make_buckets
 from .lr import lr_at
 from .metrics import MetricsLog
+from .pipeline import DataPipeline
 from .precision import LossScaler, resolve_precision
 from .step import TrainStep
 
@@ -80,7 +75,7 @@ class Trainer:
         # saved with every checkpoint; a LoRA base, frozen below, is not (it is model.pretrained)
         self.fixed = {n: q for n, q in named_params(net) if not q.requires_grad}
         if lora.rank > 0:  # adapters on the frozen base; checkpoints then hold the adapters only
-            targets = list(lora.targets) or list(family.lora_targets)
+            targets = list(lora.targets) or list(family.spec.lora_targets)
             if not targets:
                 raise ValueError(f"model.lora.targets: family {family.name} has no default LoRA targets; name the "
                                  "Linear layers to adapt (module-path patterns)")
@@ -93,49 +88,24 @@ class Trainer:
         trainable = [(n, q) for n, q in named_params(net) if q.requires_grad]
         full_values = {n: q.asnumpy() for n, q in trainable}
 
-        # plans, in a fixed order: SP on attention cores -> recompute on blocks -> ZeRO on layers
-        if self.mesh.sp > 1:
-            if family.sp_plan is None:
-                raise ValueError(f"model family {family.name} has no sequence-parallel plan (parallel.sp=1)")
-            family.sp_plan(net, self.mesh.sp_group)
-        self.sync = GradSync(self.mesh, p.zero_stage)
-        blocks = family.blocks()
-        spec = "all" if self.sync.zero_stage == 3 else p.recompute  # ZeRO-3 re-gathers in backward
-        n_recomputed = apply_recompute(family.block_kinds() if family.block_kinds else blocks, spec,
-                                       keep_attention=not p.recompute_attention,
-                                       per_kind=None if self.sync.zero_stage == 3 else p.recompute_kinds)
-        sharded = shard_parameters(net, self.mesh, full_values) if self.sync.zero_stage == 3 else set()
-        if self.mesh.is_main and (n_recomputed or self.sync.zero_stage):
-            log.info("ZeRO stage %d over %d ranks, recompute on %d/%d blocks", self.sync.zero_stage,
-                     self.sync.shards, n_recomputed, len(blocks))
-
-        self.buckets = make_buckets(trainable, [list(b.get_parameters()) for b in blocks],
-                                    lambda n, nd: not family.no_decay(n, nd), full_values, sharded_ids=sharded,
+        plan = parallelize(family, self.mesh, p, full_values)
+        self.sync = plan.sync
+        self.buckets = make_buckets(trainable, [list(b.get_parameters()) for b in plan.blocks],
+                                    lambda n, nd: not family.no_decay(n, nd), full_values, sharded_ids=plan.sharded,
                                     shards=self.sync.shards, shard_rank=self.sync.shard_rank, ema=s.ema_decay > 0,
                                     accumulate=s.grad_accum > 1, accumulate_full=self.sync.zero_stage < 2)
         del full_values
         self.scaler = LossScaler(self.policy.loss_scaling, cfg.precision.loss_scale, cfg.precision.dynamic_loss_scale,
                                  cfg.precision.loss_scale_window, cfg.precision.loss_scale_factor,
                                  cfg.precision.min_loss_scale)
-        self.start_step, self.data_state = 0, None
+        self.data = DataPipeline(cfg, family, self.mesh.dp, self.mesh.dp_rank)
+        self.start_step = 0
         if reader is not None:
             self._restore(reader)
         self._cast_model(net)
-        self.step_fn = TrainStep(family.make_loss_cell(net), self.buckets, sync=self.sync, beta1=s.beta1,
+        self.step_fn = TrainStep(family.make_loss_cell(), self.buckets, sync=self.sync, beta1=s.beta1,
                                  beta2=s.beta2, eps=s.eps, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
                                  loss_scaling=self.policy.loss_scaling, jit=cfg.jit)
-
-        self.dataset, self.sampler = build_data(cfg, family, self.mesh.dp)
-        online_vae = cfg.data.kind == "video" and cfg.data.latents == "online" and family.input_kind == "latent"
-        online_text = cfg.data.kind == "video" and cfg.data.text == "online" and family.text.dim > 0
-        # seed 0: the tiny encoders' weights are the ones vgen-cache used (its manifests say seed0)
-        self.encoders = (OnlineEncoders(cfg.model, family.latent, vae=online_vae, text=online_text, seed=0,
-                                        jit=cfg.jit) if (online_vae or online_text) else None)
-        if self.data_state and hasattr(self.sampler, "load_state_dict"):
-            self.sampler.load_state_dict(self.data_state)  # continue the same epoch plan exactly
-        dropout = cfg.data.text_dropout if cfg.data.text_dropout is not None else family.text.dropout
-        self.batches = StepBatchBuilder(self.dataset, family, self.sampler, seed=cfg.seed,
-                                        dp_rank=self.mesh.dp_rank, text_dropout=dropout, skip_bad=cfg.data.skip_bad)
         return self
 
     def _cast_model(self, net):
@@ -147,19 +117,15 @@ class Trainer:
                 q.set_dtype(dtype)
 
     def _restore(self, reader: ckpt_io.CheckpointReader):
-        """Model weights are in the net (and so in the masters); moments, EMA and counters here.
-        Works whatever worker count or ZeRO stage wrote the checkpoint."""
-        m, v = reader.arrays("adam_m"), reader.arrays("adam_v")
-        ema = reader.arrays("ema") if reader.has("ema") else reader.arrays("model")
+        """Model weights are in the net (and so in the masters); moments, EMA, the loss scale and
+        the sampler's position here. Works whatever worker count or ZeRO stage wrote the checkpoint."""
+        arrays = ckpt_io.read_state(reader)
         for b in self.buckets:
-            b.load_full("m", m)
-            b.load_full("v", v)
-            if b.ema is not None:
-                b.load_full("ema", ema)
+            b.load_state_dict(arrays)
         state = reader.state()
         self.scaler.load_state_dict(state["loss_scaler"])
+        self.data.load_state_dict(state.get("data"))
         self.start_step = int(state["step"])
-        self.data_state = state.get("data")
         if self.mesh.is_main:
             log.info("resumed from %s at step %d", reader.path, self.start_step)
 
@@ -170,31 +136,11 @@ class Trainer:
         if self.device != "CPU":  # in-place updates of compiled steps may still be in flight
             ms.runtime.synchronize()
         w = ckpt_io.CheckpointWriter(self.ckpt_root, step, self.mesh.is_main, self._barrier).begin()
-        ema = self.cfg.schedule.ema_decay > 0
-        if self.sync.shards == 1:
-            if self.mesh.is_main:
-                model = {**self.fixed, **{n: a for b in self.buckets for n, a in b.full_arrays("master").items()}}
-                w.write("model.safetensors", model)
-                if ema:
-                    w.write("ema.safetensors", {**self.fixed, **{n: a for b in self.buckets
-                                                                   for n, a in b.full_arrays("ema").items()}})
-                w.write("optimizer.safetensors", {f"{kind}.{n}": a for kind, which in (("adam_m", "m"), ("adam_v", "v"))
-                                                  for b in self.buckets for n, a in b.full_arrays(which).items()})
-        else:
-            kinds = {"model": "master", "adam_m": "m", "adam_v": "v", **({"ema": "ema"} if ema else {})}
-            if self.mesh.is_main:
-                w.write("buffers.safetensors", self.fixed)
-                params = {sl.name: {"shape": list(sl.shape), "numel": sl.numel, "shard": sl.shard}
-                          for b in self.buckets for sl in b.slots}
-                w.write_json(ckpt_io.INDEX_FILE, {"format": "vgen-sharded-1", "shards": self.sync.shards,
-                                                  "kinds": sorted(kinds), "params": params})
-            w.write(ckpt_io.shard_file(self.sync.shard_rank, self.sync.shards),
-                    {f"{kind}/{n}": a for kind, which in kinds.items() for b in self.buckets
-                     for n, a in b.segments(which).items()})
+        ckpt_io.write_state(w, self.buckets, self.fixed, self.sync.shards, self.sync.shard_rank, self.mesh.is_main)
         state = {
             "step": step,
             "loss_scaler": self.scaler.state_dict(),
-            "data": self.sampler.state_dict(step),
+            "data": self.data.state_dict(step),
             "rng": {"seed": int(self.cfg.seed), "scheme": "keyed by (seed, step, global sample index, stream)"},
             "world": {"size": self.mesh.size, "dp": self.mesh.dp, "sp": self.mesh.sp,
                       "zero_stage": self.sync.zero_stage, "shards": self.sync.shards},
@@ -206,11 +152,6 @@ class Trainer:
 
     # ---- loop --------------------------------------------------------------------------------
 
-    def _inputs(self, micro) -> tuple:
-        """The loss cell's inputs of a micro-batch, after online encoding when the run has it."""
-        batch = self.encoders(micro.batch) if self.encoders is not None else micro.batch
-        return tuple(Tensor(a) for a in model_inputs(self.family, batch))
-
     def _lr(self, update: int) -> float:
         s = self.cfg.schedule
         return lr_at(update, s.lr, s.warmup_steps, s.lr_schedule, s.decay_steps or s.max_steps, s.min_lr)
@@ -218,41 +159,42 @@ class Trainer:
     def run(self) -> dict:
         cfg, s, mesh = self.cfg, self.cfg.schedule, self.mesh
         if mesh.is_main:
-            if hasattr(self.sampler, "histogram"):
+            if hasattr(self.data.sampler, "histogram"):
                 from ..data.buckets import format_histogram
 
-                log.info("buckets (epoch %d):\n%s", self.sampler.epoch_of(self.start_step),
-                         format_histogram(self.sampler.histogram(self.sampler.epoch_of(self.start_step))))
+                log.info("buckets (epoch %d):\n%s", self.data.sampler.epoch_of(self.start_step),
+                         format_histogram(self.data.sampler.histogram(self.data.sampler.epoch_of(self.start_step))))
                 log.info("global batch per bucket = bucket batch size x dp %d x grad_accum %d (sp %d) | %s | %s | "
                          "steps %d -> %d", mesh.dp, s.grad_accum, mesh.sp, self.device, self.policy.name,
                          self.start_step, s.max_steps)
             else:
                 log.info("global batch %d = batch_size %d x dp %d x grad_accum %d (sp %d) | %s | %s | steps %d -> %d",
-                         self.sampler.global_batch, s.batch_size, mesh.dp, s.grad_accum, mesh.sp, self.device,
+                         self.data.sampler.global_batch, s.batch_size, mesh.dp, s.grad_accum, mesh.sp, self.device,
                          self.policy.name, self.start_step, s.max_steps)
         if self.start_step >= s.max_steps:
             if mesh.is_main:
                 log.info("nothing to do: already at step %d of %d", self.start_step, s.max_steps)
             return {"step": self.start_step}
         metrics = MetricsLog(self.run_dir, self.start_step, s.max_steps, cfg.progress) if mesh.is_main else None
-        prefetch = Prefetcher(self.batches.build, self.start_step, s.max_steps, cfg.data.prefetch)
+        data = self.data
+        data.start(self.start_step, s.max_steps)
         f32 = lambda v: Tensor(np.float32(v))
         window, last = [], {}
         t0 = time.perf_counter()  # step time runs from the end of one step to the end of the next
         try:
             for update in range(self.start_step, s.max_steps):
                 step = update + 1
-                waited0 = prefetch.waited_s
-                batch = prefetch.get(update)
+                waited0 = data.waited_s
+                batch = data.get(update)
                 lr = self._lr(update)
                 hyper = (f32(lr), f32(1 - s.beta1 ** step), f32(1 - s.beta2 ** step), f32(s.ema_decay))
                 scale, inv_scale = f32(self.scaler.scale), f32(1.0 / self.scaler.scale)
                 if s.grad_accum == 1:
-                    loss, norm = self.step_fn.fused(hyper, scale, inv_scale, self._inputs(batch.micro[0]))
+                    loss, norm = self.step_fn.fused(hyper, scale, inv_scale, self.data.inputs(batch.micro[0]))
                 else:
                     local = 0.0
                     for mb in batch.micro:
-                        local += float(self.step_fn.micro(scale, f32(1.0 / s.grad_accum), inv_scale, self._inputs(mb)))
+                        local += float(self.step_fn.micro(scale, f32(1.0 / s.grad_accum), inv_scale, self.data.inputs(mb)))
                     loss, norm = self.step_fn.finish_accumulated(hyper, f32(local / s.grad_accum))
                 loss, norm = float(loss), float(norm)
                 t1 = time.perf_counter()
@@ -262,7 +204,7 @@ class Trainer:
                 self.scaler.update(finite)
                 window.append(loss)
                 last = {"loss": loss, "lr": lr, "grad_norm": norm, "loss_scale": scale_used, "step_time_s": dt,
-                        "samples_per_s": self.sampler.global_batch_of(update) / dt, "data_wait_s": prefetch.waited_s - waited0,
+                        "samples_per_s": self.data.sampler.global_batch_of(update) / dt, "data_wait_s": data.waited_s - waited0,
                         "overflow": int(not finite), "overflows_total": self.scaler.overflows,
                         "data_skipped": batch.skipped}
                 if batch.shape is not None:
@@ -275,7 +217,7 @@ class Trainer:
                 if step % s.ckpt_every == 0 or step == s.max_steps:
                     self.save(step)
         finally:
-            prefetch.close()
+            data.close()
             if metrics is not None:
                 metrics.close()
         return {"step": s.max_steps, **last}

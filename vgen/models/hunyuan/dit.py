@@ -22,6 +22,7 @@ from ..layers.init import declare_only, uniform_fan_in, zeros
 from ..layers.linear import GELUTanh, Linear, Mlp, SiLU, torch_default_linear
 from ..layers.modulation import split_rows, t2i_modulate
 from ..layers.norms import LayerNorm, RMSNorm
+from ..layers.seams import GatherSeam, SplitSeam
 
 # official HUNYUAN_VIDEO_CONFIG (hyvideo/modules/models.py) + hyvideo/config.py defaults
 # (in_channels 16 for the 884-16c VAE, text_states_dim 4096, text_states_dim_2 768, rope_theta 256)
@@ -369,11 +370,11 @@ class HunyuanDiT(nn.Cell):
                                           for _ in range(depth_single)])
         self.final_layer = FinalLayer(hidden_size, int(np.prod(self.patch_size)), self.out_channels)
         self.rope = Rope3D(rope_dims, rope_theta)
-        # sequence-parallel split points (set by the SP plan): image tokens are split across the
-        # group (with their RoPE rows), text tokens stay whole on every rank
-        self.sp_split = None
-        self.sp_split_rows = None
-        self.sp_gather = None
+        # where image tokens (with their RoPE rows) may be split across workers and gathered again;
+        # text tokens stay whole on every rank
+        self.split_tokens = SplitSeam(axis=1)
+        self.split_rope = SplitSeam(axis=0)
+        self.gather_tokens = GatherSeam(axis=1, ndim=3)
 
     def construct(self, x, t, text_states, text_mask, text_states_2, guidance=None):
         dtype = self.img_in.proj.weight.dtype
@@ -391,11 +392,13 @@ class HunyuanDiT(nn.Cell):
         txt = self.txt_in(text_states.astype(dtype), t, text_mask, dtype)
         cos, sin = self.rope(grid[0], grid[1], grid[2])
         n_full = img.shape[1]
-        if self.sp_split is not None:  # this rank's image tokens (padded to a multiple of sp, masked)
-            img, cos, sin = self.sp_split(img), self.sp_split_rows(cos), self.sp_split_rows(sin)
-            img_mask = ops.broadcast_to(self.sp_split.valid(n_full, ms.float32)[None], (b, img.shape[1]))
-        else:
+        # this rank's image tokens (all of them unless split; padded to a multiple of the split, masked)
+        img, cos, sin = self.split_tokens(img), self.split_rope(cos), self.split_rope(sin)
+        valid = self.split_tokens.valid(n_full, ms.float32)
+        if valid is None:
             img_mask = ops.ones((b, n_full), ms.float32)
+        else:
+            img_mask = ops.broadcast_to(valid[None], (b, img.shape[1]))
         n_img = img.shape[1]
         key_mask = ops.cat((img_mask, text_mask), 1)
 
@@ -405,9 +408,7 @@ class HunyuanDiT(nn.Cell):
         for block in self.single_blocks:
             h = block(h, vec, n_img, key_mask, cos, sin)
 
-        out = self.final_layer(h[:, :n_img], vec)
-        if self.sp_gather is not None:
-            out = self.sp_gather(out, n_full)
+        out = self.gather_tokens(self.final_layer(h[:, :n_img], vec), n_full)
         return self.unpatchify(out, grid).astype(ms.float32)
 
     def unpatchify(self, x, grid):
@@ -427,3 +428,5 @@ def build_hunyuan_dit(preset: str = "HYVideo-T/2-cfgdistill", **overrides) -> Hu
     kwargs = {**PRESETS[preset], **overrides}
     with declare_only():
         return HunyuanDiT(**kwargs)
+def preset_names():
+    return sorted(PRESETS)

@@ -307,6 +307,13 @@ class CausalVAE3D(nn.Cell):
             moments = self._moments_space_tiled(x)
         return self.to_gaussian(moments)
 
+    def encode_video(self, x, frames_per_call=None):
+        """As the cache tool and online training call a VAE: a clip is encoded whole (4n+1 frames
+        -> n+1 latent frames), its frames depending on each other, so `frames_per_call` does not
+        apply; the tiling (tile_sample_size pixels, chunks of tile_sample_tsize + 1 frames) bounds
+        memory for large clips and is skipped for small ones."""
+        return self.encode_tiled(x)
+
     def decode_tiled(self, z):
         """decode() over overlapping tiles in time (chunks of tile_latent_tsize+1 latents) and space."""
         if z.shape[2] > self.tile_latent_tsize:
@@ -321,3 +328,12 @@ def build_hunyuan_vae(preset: str = "884-16c", **overrides) -> CausalVAE3D:
         raise KeyError(f"unknown HunyuanVideo VAE preset {preset!r}; known: {sorted(PRESETS)}")
     with declare_only():
         return CausalVAE3D(**{**PRESETS[preset], **overrides})
+
+
+def video_vae(preset: str, **overrides) -> CausalVAE3D:
+    """The VAE of a preset plus overrides (declared when called under declare_only())."""
+    return CausalVAE3D(**{**PRESETS[preset], **overrides})
+
+
+def preset_names():
+    return sorted(PRESETS)

@@ -16,10 +16,11 @@ from typing import Dict
 
 import numpy as np
 
-from ...objectives.vae_loss import NLayerDiscriminator, VAEObjective, frozen_view, min_disc_size
+from ...objectives.vae_loss import VAEObjective
 from ..family import Family, LatentSpec, TextSpec
 from ..layers.init import declare_only
-from ..registry import register
+from ..vae.critics import NLayerDiscriminator, frozen_view, min_disc_size
+from .spec import VAE
 from .vae import PRESETS, SCALING_FACTOR, CausalVAE3D
 
 DISCRIMINATOR_PREFIX = "discriminator."
@@ -71,7 +72,6 @@ def check_clip(shape, disc_layers: int = 0) -> None:
         raise ValueError("hunyuan_vae training clips: " + "; ".join(problems))
 
 
-@register("hunyuan_vae")
 def build(cfg) -> Family:
     loss = cfg.loss
     disc_layers = int(loss.disc_layers) if loss.gan > 0 else 0
@@ -81,20 +81,15 @@ def build(cfg) -> Family:
     latent = LatentSpec(vae_identity(cfg.preset), net.latent_channels, (0, 0, 0), (4, 8, 8), SCALING_FACTOR)
     latent = replace(latent, size=latent.latent_shape(*cfg.input_size)[1:])  # of the default clip
 
-    def inputs(batch):
+    def check_batch(batch):
         if "video" not in batch:
             raise ValueError("hunyuan_vae trains on decoded clips: use data=video with data.latents=online")
         check_clip(batch["video"].shape, disc_layers)
-        return batch["video"], batch["vae_noise"], batch["gan_on"]
 
     return Family(
-        name=cfg.name, net=net, objective=objective, text=NO_TEXT, latent=latent,
-        cond_inputs=lambda batch: (),
-        # recompute / ZeRO-3 units: the resolution stages of the encoder and the decoder
-        blocks=lambda: list(net.encoder.down_blocks) + list(net.decoder.up_blocks),
+        name=cfg.name, net=net, objective=objective, text=NO_TEXT, latent=latent, spec=VAE,
         input_kind="pixels",
-        inputs=inputs,
-        loss_cell=objective.loss_cell,
+        check_batch=check_batch,
         # LDM trains the discriminator with Adam, no weight decay; it also keeps it at its init until gan_on
         no_decay_patterns=("embedding", "pos_embed", "scale_shift_table", DISCRIMINATOR_PREFIX),
         init_only=(DISCRIMINATOR_PREFIX,),  # fine-tuning the official VAE starts a fresh discriminator

@@ -1,19 +1,31 @@
-"""OpenSora 1.0 STDiT and 1.1 STDiT2 as vgen families."""
+"""OpenSora 1.0 STDiT and 1.1 STDiT2 built as families (declared in spec.py): the denoiser, its
+objective, and how a batch's named fields reach the denoiser."""
 import numpy as np
 
 from ...objectives.iddpm import IDDPM
-from ...parallel.sequence import SequenceGather, SequenceSplit, UlyssesAttention
 from ..encoders import vae_spec
 from ..family import Family, LatentSpec, TextSpec
 from ..layers.init import declare_only
-from ..registry import register
+from .spec import STDIT, STDIT2
 from .stdit import STDiT
 from .stdit2 import build_stdit2
 
+TEXT_FIELDS = ("text_emb", "text_mask", "text_drop")
+STDIT2_FIELDS = TEXT_FIELDS + ("frame_mask", "height", "width", "fps", "num_frames", "ar")
 
-def text_cond(batch):
-    """(y [B, 1, L, C], mask [B, L], drop [B]) as STDiT takes them."""
-    return batch["text_emb"][:, None], batch["text_mask"].astype(np.int32), batch["text_drop"]
+
+def stdit_denoise(net, x_t, t, b):
+    """STDiT takes y [B, 1, L, C], the token mask [B, L] and the caption-dropout flags [B]."""
+    return net(x_t, t, b["text_emb"][:, None], b["text_mask"], b["text_drop"])
+
+
+def stdit2_denoise(net, x_t, t, b):
+    return net(x_t, t, b["text_emb"][:, None], b["text_mask"], b["text_drop"], b["frame_mask"], b["height"],
+               b["width"], b["fps"], b["num_frames"], b["ar"])
+
+
+def int_mask(batch):
+    return {"text_mask": batch["text_mask"].astype(np.int32)}
 
 
 def specs(cfg):
@@ -29,25 +41,15 @@ def objective(cfg):
                  o.cfg_scale)
 
 
-def sp_plan(net, group):
-    """Frames are split across the SP group: spatial attention, cross-attention and MLPs are
-    local; temporal attention trades the frame split for a head split (Ulysses)."""
-    net.sp_split = SequenceSplit(group, axis=1)
-    net.sp_gather = SequenceGather(group, axis=1)
-    for block in net.blocks:
-        block.attn_temp.core = UlyssesAttention(block.attn_temp.core, group)
-
-
-@register("opensora_stdit")
-def build(cfg) -> Family:
+def build_stdit(cfg) -> Family:
     with declare_only():
         net = STDiT(input_size=tuple(cfg.input_size), in_channels=cfg.in_channels, patch_size=tuple(cfg.patch_size),
                     hidden_size=cfg.hidden_size, depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
                     caption_channels=cfg.caption_channels, model_max_length=cfg.model_max_length,
                     pred_sigma=cfg.pred_sigma, space_scale=cfg.space_scale, time_scale=cfg.time_scale)
     text, latent = specs(cfg)
-    return Family(name=cfg.name, net=net, objective=objective(cfg), text=text, latent=latent, cond_inputs=text_cond,
-                  blocks=lambda: list(net.blocks), sp_plan=sp_plan)
+    return Family(name=cfg.name, net=net, objective=objective(cfg), text=text, latent=latent,
+                  denoise=stdit_denoise, fields=TEXT_FIELDS, prepare=int_mask, spec=STDIT)
 
 
 def frame_mask(rng, frames: int, ratios) -> np.ndarray:
@@ -73,32 +75,37 @@ def frame_mask(rng, frames: int, ratios) -> np.ndarray:
     return mask
 
 
-def stdit2_cond(cfg, latent_spec):
-    ratios = dict(cfg.mask_ratios)
-    _, hc, wc = latent_spec.compression
+def frame_masks(ratios):
+    """The keyed draws of the `frame_mask` stream: one mask per sample over its latent frames."""
 
-    def cond(batch):
-        latent = batch["latent"]
-        b, _, t, h, w = latent.shape
+    def draw(rngs, latent_shape):
+        return {"frame_mask": np.stack([frame_mask(r, latent_shape[1], ratios) for r in rngs["frame_mask"]])}
+
+    return draw
+
+
+def stdit2_prepare(latent_spec):
+    """The size / fps conditioning (the clip's, or the latent's size in pixels)."""
+    ct, hc, wc = latent_spec.compression
+
+    def prepare(batch):
+        b, _, t, h, w = batch["latent"].shape
         meta = lambda key, default: np.asarray(batch.get(key, np.full(b, default)), np.float32)
         height, width = meta("height", h * hc), meta("width", w * wc)
-        x_mask = np.stack([frame_mask(r, t, ratios) for r in batch["rngs"]["frame_mask"]])
-        return (batch["text_emb"][:, None], batch["text_mask"].astype(np.int32), batch["text_drop"], x_mask,
-                height, width, meta("fps", 24.0), meta("num_frames", t * latent_spec.compression[0]), width / height)
+        return {"text_mask": batch["text_mask"].astype(np.int32), "height": height, "width": width,
+                "fps": meta("fps", 24.0), "num_frames": meta("num_frames", t * ct), "ar": width / height}
 
-    return cond
+    return prepare
 
 
-@register("opensora_stdit2")
-def build_v1_1(cfg) -> Family:
+def build_stdit2_family(cfg) -> Family:
     net = build_stdit2(in_channels=cfg.in_channels, patch_size=tuple(cfg.patch_size), hidden_size=cfg.hidden_size,
                        depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
                        caption_channels=cfg.caption_channels, model_max_length=cfg.model_max_length,
                        pred_sigma=cfg.pred_sigma, input_sq_size=cfg.input_sq_size,
                        latent_downsample=vae_spec(cfg.vae.name).compression[1])
     text, latent = specs(cfg)
-    obj = objective(cfg)
-    return Family(name=cfg.name, net=net, objective=obj, text=text, latent=latent, cond_inputs=stdit2_cond(cfg, latent),
-                  blocks=lambda: list(net.blocks), extra_streams=("frame_mask",),
-                  loss_cell=lambda n: obj.loss_cell(n, frame_mask_arg=3),
+    return Family(name=cfg.name, net=net, objective=objective(cfg), text=text, latent=latent,
+                  denoise=stdit2_denoise, fields=STDIT2_FIELDS, draw=frame_masks(dict(cfg.mask_ratios)),
+                  prepare=stdit2_prepare(latent), spec=STDIT2,
                   no_decay_patterns=("embedding", "pos_embed", "scale_shift_table", "rope"))

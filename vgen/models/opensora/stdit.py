@@ -14,6 +14,7 @@ from ..layers.init import constant, new_param, normal, zeros
 from ..layers.linear import Linear, Mlp, SiLU
 from ..layers.modulation import T2IFinalLayer, split_rows, t2i_modulate
 from ..layers.norms import LayerNorm
+from ..layers.seams import GatherSeam, SplitSeam
 
 
 def frames_to_batch(x, t: int, s: int):
@@ -108,9 +109,9 @@ class STDiT(nn.Cell):
         self.y_embedder = CaptionEmbedder(caption_channels, hidden_size, model_max_length)
         self.blocks = nn.CellList([STDiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
         self.final_layer = T2IFinalLayer(hidden_size, int(np.prod(self.patch_size)), self.out_channels)
-        # sequence-parallel split points (set by the SP plan): frames are split across the group
-        self.sp_split = None
-        self.sp_gather = None
+        # where frames may be split across workers (sequence parallelism) and gathered again
+        self.split_frames = SplitSeam(axis=1)
+        self.gather_frames = GatherSeam(axis=1)
 
     def construct(self, x, timestep, y, mask, drop=None):
         dtype = self.x_embedder.proj.weight.dtype
@@ -120,10 +121,9 @@ class STDiT(nn.Cell):
         x = self.x_embedder(x.astype(dtype))  # [B, T*S, C]
         x = (x.reshape(b, t_frames, -1, self.hidden_size) + self.pos_embed.astype(dtype)[:, None])
         tpe = self.pos_embed_temporal.astype(dtype)
-        frame_mask = None
-        if self.sp_split is not None:  # this rank's frames (padded to a multiple of sp, masked)
-            x, tpe = self.sp_split(x), self.sp_split(tpe)
-            frame_mask = self.sp_split.valid(t_frames, ms.float32)
+        # this rank's frames (all of them unless split; padded to a multiple of the split, masked)
+        x, tpe = self.split_frames(x), self.split_frames(tpe)
+        frame_mask = self.split_frames.valid(t_frames, ms.float32)
         local_frames = x.shape[1]
         x = x.reshape(b, -1, self.hidden_size)
 
@@ -135,8 +135,7 @@ class STDiT(nn.Cell):
             x = block(x, y, t0, mask, local_frames, tpe if i == 0 else None, frame_mask)
 
         x = self.final_layer(x, t)
-        if self.sp_gather is not None:
-            x = self.sp_gather(x.reshape(b, local_frames, -1, x.shape[-1]), t_frames).reshape(b, -1, x.shape[-1])
+        x = self.gather_frames(x.reshape(b, local_frames, -1, x.shape[-1]), t_frames).reshape(b, -1, x.shape[-1])
         return self.unpatchify(x, grid).astype(ms.float32)
 
     def unpatchify(self, x, grid):

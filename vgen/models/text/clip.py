@@ -188,3 +188,12 @@ class CLIPTokenizer(FixedLengthTokenizer):
 
     def __init__(self, path: str, max_length: int = 77, pad_token: str = None):
         super().__init__(path, max_length, pad_token)
+
+
+def build_encoder(name: str, **overrides) -> "CLIPTextEncoder":
+    """The encoder of a named size (declared when called under declare_only())."""
+    return CLIPTextEncoder(**{**clip_text_config(name), **overrides})
+
+
+def config_names():
+    return sorted(_CONFIGS)

@@ -364,3 +364,12 @@ class HunyuanPromptEncoder:
         if self.apply_final_norm and self.encoder.hidden_state_index(self.output_layer) != self.encoder.num_layers:
             states = self.encoder.norm(states)
         return states[:, self.crop_start:], tokens["attention_mask"][:, self.crop_start:]
+
+
+def build_encoder(name: str, **overrides) -> "LlamaEncoder":
+    """The encoder of a named size (declared when called under declare_only())."""
+    return LlamaEncoder(**{**llama_config(name), **overrides})
+
+
+def config_names():
+    return sorted(_CONFIGS)

@@ -285,3 +285,12 @@ class T5Tokenizer:
             ids[row, :len(seq)] = seq
             mask[row, :len(seq)] = 1
         return {"input_ids": ids, "attention_mask": mask}
+
+
+def build_encoder(name: str, **overrides) -> "T5Encoder":
+    """The encoder of a named size (declared when called under declare_only())."""
+    return T5Encoder(**{**t5_config(name), **overrides})
+
+
+def config_names():
+    return sorted(_CONFIGS)

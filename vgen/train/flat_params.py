@@ -23,7 +23,10 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from mindspore import Parameter, Tensor
 
+from ..parallel.zero import local_segment, shard_size
+
 MAX_PARAMS_PER_BUCKET = 24  # for parameters outside the blocks
+STATE_KINDS = {"model": "master", "adam_m": "m", "adam_v": "v", "ema": "ema"}
 
 
 @dataclass(frozen=True)
@@ -33,20 +36,6 @@ class Slot:
     numel: int
     shard: int  # elements of the local segment
     offset: int  # where the local segment starts in the bucket's local vector
-
-
-def shard_size(numel: int, shards: int) -> int:
-    return -(-numel // shards)
-
-
-def local_segment(full: np.ndarray, shards: int, rank: int) -> np.ndarray:
-    """This rank's segment of a flattened, zero-padded parameter."""
-    flat = np.asarray(full, np.float32).reshape(-1)
-    s = shard_size(flat.size, shards)
-    seg = np.zeros(s, np.float32)
-    part = flat[rank * s:(rank + 1) * s]
-    seg[:part.size] = part
-    return seg
 
 
 class Bucket:
@@ -108,6 +97,24 @@ class Bucket:
     def load_full(self, which: str, arrays: Dict[str, np.ndarray]) -> None:
         """Set master / m / v / ema from whole arrays by name (this rank keeps its segments)."""
         getattr(self, which).set_data(Tensor(self._local_from(arrays)))
+
+    # ---- checkpointed state (the checkpoint module owns the file format) ----------------------
+
+    def kinds(self) -> Dict[str, str]:
+        """{checkpoint kind: vector}: the fp32 master weights, the AdamW moments, the EMA."""
+        return {k: v for k, v in STATE_KINDS.items() if getattr(self, v) is not None}
+
+    def state_dict(self) -> Dict[str, Dict[str, np.ndarray]]:
+        """{kind: {name: array}}: whole arrays without sharding, this rank's segments with."""
+        view = self.full_arrays if self.shards == 1 else self.segments
+        return {kind: view(which) for kind, which in self.kinds().items()}
+
+    def load_state_dict(self, state: Dict[str, Dict[str, np.ndarray]]) -> None:
+        """From whole arrays by kind and name (any worker count or ZeRO stage wrote them); the
+        master weights are not read here: they come from the model, loaded before the buckets."""
+        for kind, which in self.kinds().items():
+            if kind != "model" and kind in state:
+                self.load_full(which, state[kind])
 
 
 def make_buckets(named: Sequence[Tuple[str, Parameter]], block_params: Sequence[Sequence[Parameter]], decay_fn,
