@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -54,3 +55,12 @@ TINY = [*TINY_MODEL, "data=synthetic", "data.num_samples=16"]
 @pytest.fixture
 def tiny_overrides():
     return list(TINY)
+
+
+@pytest.fixture(scope="module")
+def cw():
+    """tools/convert_weights.py as a module."""
+    spec = importlib.util.spec_from_file_location("convert_weights", REPO / "tools" / "convert_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO, compose
 from vgen.cli import cache as cache_cli
+from vgen.data import cache_build
 from vgen.data.buckets import BucketSampler, Buckets
 from vgen.data.cached_video import (CachedVideoDataset, VideoDataset, assignable_resolutions, build_video_dataset,
                                     encodable_frames)
@@ -207,7 +208,7 @@ def test_vae_cache_with_buckets_covers_every_assignable_resolution(qs, bucket_ca
         assert z["latent_mean"].shape == (6, 4, 4, 6)
         np.testing.assert_allclose(z["latent_mean"], mean, atol=1e-5)
         np.testing.assert_allclose(z["latent_std"], std, atol=1e-5)
-    hist = cache_cli.bucket_histogram(compose(overrides(qs, cache_dir, f"data.buckets={qs['buckets']}")),
+    hist = cache_build.bucket_histogram(compose(overrides(qs, cache_dir, f"data.buckets={qs['buckets']}")),
                                       summary.meta)
     assert "32px/" in hist and "samples" in hist
 
@@ -421,7 +422,7 @@ def test_cli_exit_code_and_message(qs, vae_cache, bad_csvs):
 # ---- workers ---------------------------------------------------------------------------------------------------
 
 def test_rows_are_split_by_rank():
-    shares = [list(cache_cli.rank_rows(11, r, 3)) for r in range(3)]
+    shares = [list(cache_build.rank_rows(11, r, 3)) for r in range(3)]
     assert sorted(sum(shares, [])) == list(range(11))
     assert all(i % 3 == r for r, share in enumerate(shares) for i in share)
 

@@ -114,3 +114,33 @@ def test_recompute_per_block_kind():
     with pytest.raises(ConfigError, match=r"parallel\.recompute_kinds\.double"):
         validate(compose(["+parallel.recompute_kinds.double=most"]))
     validate(compose(["model=hunyuan_tiny", "+parallel.recompute_kinds.single=first:1"]))
+
+
+@pytest.mark.parametrize("override,names", [("+foo=1", ["+foo=1", "foo"]), ("+schedule.lrr=1", ["lrr", "ScheduleConfig"])])
+def test_keys_added_with_plus_that_no_schema_has_fail(override, names):
+    r = cli("vgen-train", override)
+    assert r.returncode == 2
+    for n in names:
+        assert n in r.stderr, r.stderr
+
+
+def test_plus_adds_entries_under_dict_fields_only():
+    from hydra import compose as hy_compose
+    from hydra import initialize_config_module
+
+    from vgen.cli.common import reject_added_keys
+    from vgen.config.store import register_configs
+
+    register_configs()
+    allowed = ["+parallel.recompute_kinds.block=all", "+model.mask_ratios.mask_new=0.0"]
+    with initialize_config_module("vgen.conf", version_base=None):
+        cfg = hy_compose("train", overrides=["model=opensora_stdit2_tiny", *allowed, "+model.depthh=3"])
+    reject_added_keys(cfg, allowed)
+    with pytest.raises(ConfigError, match="model has no key 'depthh'"):
+        reject_added_keys(cfg, ["+model.depthh=3"])
+
+
+def test_recompute_kinds_are_the_familys():
+    validate(compose(["model=hunyuan_tiny", "+parallel.recompute_kinds.single=first:1"]))
+    with pytest.raises(ConfigError, match=r"recompute_kinds names block kind\(s\) \['triple'\]"):
+        validate(compose(["model=hunyuan_tiny", "+parallel.recompute_kinds.triple=all"]))

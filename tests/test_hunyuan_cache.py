@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO, compose, read_metrics
 from vgen.cli import cache as cache_cli
+from vgen.data import cache_build
 from vgen.data.cached_video import CachedVideoDataset, build_video_dataset
 from vgen.data.errors import DataError
 from vgen.data.manifest import (check_latent_manifest, check_text_manifest, ensure_manifest, latent_folder,
@@ -203,9 +204,9 @@ def test_text_cache_matches_the_encoders(qs, text_cache):
     assert {k: m[k] for k in ("kind", "encoder", "weights", "dim", "length", "dtype")} == {
         "kind": "text", "encoder": "llama-tiny", "weights": "random-init:llama-tiny:seed0", "dim": 32, "length": 16,
         "dtype": "fp32"}
-    assert m["tokenizer"] == cache_cli._file_sha256(str(qs["llama"] / "tokenizer.json"))
+    assert m["tokenizer"] == cache_build._file_sha256(str(qs["llama"] / "tokenizer.json"))
     assert m["pooled"] == {"encoder": "clip-tiny", "weights": "random-init:clip-tiny:seed0", "dim": 32, "length": 16,
-                           "tokenizer": cache_cli._file_sha256(str(qs["clip"]))}
+                           "tokenizer": cache_build._file_sha256(str(qs["clip"]))}
 
     samples = rows(qs)
     assert [r["image"] for r in samples] == [False] * 8 + [True]

@@ -321,14 +321,6 @@ def test_full_size_adapters_are_declared_not_allocated():
 TOOL = REPO / "tools" / "convert_weights.py"
 
 
-@pytest.fixture(scope="module")
-def cw():
-    spec = importlib.util.spec_from_file_location("convert_weights", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def official_names_collapsed(layout):
     return {".".join(p for p in line.split(" ")[0].split(".") if not p.isdigit()) for line in layout_lines(layout)}
 

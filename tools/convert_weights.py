@@ -1,20 +1,21 @@
 #!/usr/bin/env python
-"""Convert an official checkpoint into a vgen safetensors file (official names, checked layout).
+"""Convert an official checkpoint into a vgen safetensors file (our names, checked layout).
 
-    python tools/convert_weights.py hunyuan     mp_rank_00_model_states.pt  hunyuan_dit.safetensors --allow-pickle
-    python tools/convert_weights.py hunyuan_vae pytorch_model.pt            hunyuan_vae.safetensors --allow-pickle
-    python tools/convert_weights.py hunyuan     dit.safetensors             out.safetensors --dtype bf16
+    python tools/convert_weights.py hunyuan        mp_rank_00_model_states.pt  hunyuan_dit.safetensors --allow-pickle
+    python tools/convert_weights.py opensora_stdit OpenSora-v1-HQ-16x256x256.pth stdit.safetensors --allow-pickle
+    python tools/convert_weights.py sd_vae         vae-ft-ema-560000-ema-pruned.ckpt sd_vae.safetensors --allow-pickle
+    python tools/convert_weights.py t5             t5-v1_1-xxl/model.safetensors t5.safetensors
+    python tools/convert_weights.py hunyuan        dit.safetensors out.safetensors --dtype bf16
 
-Inputs: `.safetensors` are read directly (no code runs). `.pt` / `.pth` / `.bin` are Python pickles,
-and unpickling an untrusted file can run arbitrary code: they are read only with `--allow-pickle`
-(which needs torch; torch.load runs with weights_only=True where torch supports it).
+What it converts is every family's declared adapters (FamilySpec.weights: the family's model and
+the frozen encoders it uses; `--help` lists them with the official files each reads). An adapter
+finds the state dict inside the official container, renames official names to ours where they
+differ (the SD VAE's original LDM names), reshapes where layouts differ (LDM's 1x1 attention
+convs), and drops tied duplicates (T5's encoder.embed_tokens.weight = shared.weight).
 
-Official containers handled (as nested dicts in a .pt, or as dotted key prefixes in a .safetensors):
-  hunyuan      the DiT state dict is bare or under "module" (DeepSpeed *_model_states.pt, the official
-               release) or "ema"; `--load-key` picks which (default "module", as hyvideo/inference.py)
-  hunyuan_vae  optionally under "state_dict"; if any key starts with "vae." only those are kept,
-               prefix removed (hyvideo/vae/__init__.py load_vae)
-Our parameter names are the official ones, so no renaming is needed for these families.
+Inputs: `.safetensors` are read directly (no code runs). `.pt` / `.pth` / `.bin` / `.ckpt` are Python
+pickles, and unpickling an untrusted file can run arbitrary code: they are read only with
+`--allow-pickle` (which needs torch; torch.load runs with weights_only=True where torch supports it).
 
 Every name and shape is checked against our model built under declare_only() (no weights are
 allocated) before anything is read or written: missing, unexpected and mis-shaped keys are all
@@ -30,14 +31,13 @@ import json
 import os
 import struct
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 OUT_DTYPES = {"fp32": ("F32", np.float32), "fp16": ("F16", np.float16), "bf16": ("BF16", None)}
 REPORT_LIMIT = 20  # names listed per problem kind; the count is always complete
 

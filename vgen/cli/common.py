@@ -1,5 +1,6 @@
 """What every vgen command does first: logging, and the composed config turned into a plain,
 validated config with its run directory resolved."""
+import dataclasses
 import logging
 import os
 import sys
@@ -25,10 +26,31 @@ def plain_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
+def reject_added_keys(cfg: DictConfig, overrides) -> None:
+    """`+key=value` may add entries to dict-typed fields (parallel.recompute_kinds, model.mask_ratios)
+    but not keys that a schema does not have: those fail like any unknown key."""
+    errors = []
+    for override in overrides:
+        if not override.startswith("+"):
+            continue
+        key = override.lstrip("+").split("=", 1)[0]
+        parent_path, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_path) if parent_path else cfg
+        schema = OmegaConf.get_type(parent) if isinstance(parent, DictConfig) else None
+        if schema is not None and dataclasses.is_dataclass(schema):
+            known = {f.name for f in dataclasses.fields(schema)}
+            if leaf not in known:
+                where = parent_path or "the root config"
+                errors.append(f"{override}: {where} has no key {leaf!r} ({schema.__name__}); known: {sorted(known)}")
+    if errors:
+        raise ConfigError("unknown key(s) added with '+':\n  " + "\n  ".join(errors))
+
+
 def prepare(cfg: DictConfig) -> DictConfig:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
+    reject_added_keys(cfg, hc.overrides.task)
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
     plain = plain_config(cfg)
     if plain.experiment is None and choices.get("experiment"):

@@ -4,7 +4,7 @@ families list the ones they need in their FamilySpec. No MindSpore imports here.
 import re
 from typing import Dict, Sequence, Tuple
 
-from .family import WeightsAdapter, lazy
+from .family import WeightsAdapter, lazy, official_first
 
 
 def take_container(keys: Sequence[str], container: str) -> Dict[str, str]:
@@ -48,7 +48,8 @@ def keep_under(prefixes: Tuple[str, ...], keep: Tuple[str, ...] = ("",)):
 # ---- T5 (transformers T5EncoderModel / T5ForConditionalGeneration) ----------------------------
 
 T5 = WeightsAdapter(
-    "t5", lazy("vgen.models.text.t5:build_encoder"), "t5-v1_1-xxl", lazy("vgen.models.text.t5:config_names"),
+    "t5", lazy("vgen.models.text.t5:build_encoder"),
+    official_first("t5-v1_1-xxl", lazy("vgen.models.text.t5:config_names")),
     # the encoder and the shared embedding; a whole T5 also has decoder.* and lm_head (dropped)
     unwrap=keep_under(("",), keep=("shared.", "encoder.")),
     tied=("encoder.embed_tokens.weight",),  # the same tensor as shared.weight
@@ -58,8 +59,8 @@ T5 = WeightsAdapter(
 # ---- CLIP text tower (transformers CLIPTextModel or a whole CLIPModel) -----------------------
 
 CLIP_TEXT = WeightsAdapter(
-    "clip_text", lazy("vgen.models.text.clip:build_encoder"), "clip-vit-large-patch14",
-    lazy("vgen.models.text.clip:config_names"),
+    "clip_text", lazy("vgen.models.text.clip:build_encoder"),
+    official_first("clip-vit-large-patch14", lazy("vgen.models.text.clip:config_names")),
     unwrap=keep_under(("",), keep=("text_model.",)),
     tied=("text_model.embeddings.position_ids",),  # a buffer in older exports; recomputed
     about="transformers CLIPTextModel / CLIPModel (text_model.* kept, vision tower and projections dropped)")
@@ -67,8 +68,8 @@ CLIP_TEXT = WeightsAdapter(
 # ---- LLaMA decoder (transformers LlamaModel / LlamaForCausalLM / LLaVA) -----------------------
 
 LLAMA = WeightsAdapter(
-    "llama", lazy("vgen.models.text.llama:build_encoder"), "llava-llama-3-8b",
-    lazy("vgen.models.text.llama:config_names"),
+    "llama", lazy("vgen.models.text.llama:build_encoder"),
+    official_first("llava-llama-3-8b", lazy("vgen.models.text.llama:config_names")),
     unwrap=keep_under(("model.language_model.", "language_model.model.", "model.", ""),
                       keep=("embed_tokens.", "layers.", "norm.")),
     about="transformers LlamaModel / LlamaForCausalLM / LLaVA (decoder kept; lm_head, vision tower, "
@@ -120,7 +121,8 @@ def linear_from_conv1x1(name: str, array, shape):
 
 
 SD_VAE = WeightsAdapter(
-    "sd_vae", lazy("vgen.models.vae.sd_vae:build_vae"), "sd-vae-ft-ema", lazy("vgen.models.vae.sd_vae:preset_names"),
+    "sd_vae", lazy("vgen.models.vae.sd_vae:build_vae"),
+    official_first("sd-vae-ft-ema", lazy("vgen.models.vae.sd_vae:preset_names")),
     # a whole SD checkpoint keeps its VAE under first_stage_model.; a bare VAE ckpt may carry its
     # training loss (loss.*) and EMA bookkeeping, which are dropped
     unwrap=keep_under(("state_dict.first_stage_model.", "first_stage_model.", "state_dict.", ""),
@@ -130,15 +132,35 @@ SD_VAE = WeightsAdapter(
           "checkpoint (first_stage_model.*; mid attention 1x1 convs become Linears)")
 
 
-def from_schema(schema, build: str):
-    """build(preset) of a family adapter: the family's denoiser at its schema's defaults (the
-    official full size), through the family's own build function."""
+def model_presets(schema_name: str):
+    """{name: model config} of the conf/model/*.yaml files built on this schema (vgen.conf)."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    out = {}
+    for f in sorted(resources.files("vgen.conf").joinpath("model").iterdir(), key=lambda f: f.name):
+        if f.name.endswith(".yaml"):
+            cfg = OmegaConf.create(f.read_text())
+            if schema_name in (cfg.get("defaults") or []):
+                out[f.name[:-len(".yaml")]] = cfg
+    return out
+
+
+def from_schema(schema, schema_name: str, build: str, default: str):
+    """(build, presets) of a family adapter: build(preset) is the family's denoiser through its own
+    build function, at the schema's defaults (the official full size) for `default`, or as a
+    conf/model/<preset>.yaml of this schema sets it (e.g. the _tiny configs)."""
 
     def make(preset: str):
         from omegaconf import OmegaConf
 
         from .family import resolve
 
-        return resolve(build)(OmegaConf.structured(schema)).net
+        cfg = OmegaConf.merge(OmegaConf.structured(schema), {"name": preset})
+        if preset != default:
+            yaml = model_presets(schema_name)[preset]
+            cfg = OmegaConf.merge(cfg, {k: v for k, v in yaml.items() if k != "defaults"})
+        return resolve(build)(cfg).net
 
-    return make
+    return make, lambda: [default, *model_presets(schema_name)]

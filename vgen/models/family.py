@@ -92,6 +92,11 @@ class VAESpec:
 
 # ---- official weights -------------------------------------------------------------------------
 
+def official_first(default: str, names: Callable) -> Callable:
+    """presets(): the official preset, then the other names `names()` gives (e.g. tiny)."""
+    return lambda: [default, *(n for n in names() if n != default)]
+
+
 def bare_state_dict(keys: Sequence[str], load_key: str) -> Dict[str, str]:
     return {k: k for k in keys}
 
@@ -106,13 +111,16 @@ class WeightsAdapter:
 
     name: str  # the converter's target name (a family, or one of its encoders)
     build: Callable  # preset -> declared model
-    default_preset: str
-    presets: Callable  # () -> names of the presets the checkpoint may match
+    presets: Callable  # () -> names of the presets the checkpoint may match, the default (official) first
     unwrap: Callable = bare_state_dict
     rename: Callable = None  # official name -> ours; None: the same
     reshape: Callable = None  # (our name, array, our shape) -> array of our shape
     tied: Tuple[str, ...] = ()
     about: str = ""  # the official files it reads (shown by --help)
+
+    @property
+    def default_preset(self) -> str:
+        return self.presets()[0]
 
 
 # ---- parallelism as data ----------------------------------------------------------------------

@@ -225,5 +225,5 @@ def describe(net: nn.Cell) -> Dict[str, int]:
     return {"layers": len(lora_layers(net)), "trainable": trainable, "frozen": total - trainable}
 
 
-__all__ = ["HUNYUAN_BLOCK_TARGETS", "LoRALinear", "apply_lora", "lora_state", "load_lora", "merge_lora", "lora_layers",
+__all__ = ["LoRALinear", "apply_lora", "lora_state", "load_lora", "merge_lora", "lora_layers",
            "adapter_names", "adapter_params", "select_targets", "describe"]

@@ -9,7 +9,7 @@ need). `timestep_sampling: uniform` draws s ~ U(0, 1) instead.
 
 The sampler is Euler on sigma = linspace(1, 0, N + 1) shifted by `sample_shift`."""
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, nn
 
 from .denoise import plain_denoise
 

@@ -6,7 +6,7 @@ from typing import Dict, Sequence
 from ...config.validate import check_heads, check_sp_heads
 from ..adapters import CLIP_TEXT, LLAMA, containers, take_container
 from ..family import (POOLED, PROMPT_STATES, FamilySpec, SPCore, SPPlan, TextEncoderSpec, VAESpec, WeightsAdapter,
-                      lazy)
+                      lazy, official_first)
 from .config import HunyuanConfig, HunyuanVAEConfig
 
 HUNYUAN_VAE_SCALE = 0.476986  # the official vae config's scaling_factor; no shift
@@ -91,8 +91,9 @@ DIT = FamilySpec(
     sp=SPPlan((SPCore("double_blocks.*.core", "joint"), SPCore("single_blocks.*.core", "joint"))),
     lora_targets=LORA_TARGETS,
     text_encoders=TEXT_ENCODERS, vaes=VAES,
-    weights=(WeightsAdapter("hunyuan", lazy("vgen.models.hunyuan.dit:build_hunyuan_dit"), "HYVideo-T/2-cfgdistill",
-                            lazy("vgen.models.hunyuan.dit:preset_names"), unwrap=containers(("module", "ema")),
+    weights=(WeightsAdapter("hunyuan", lazy("vgen.models.hunyuan.dit:build_hunyuan_dit"),
+                            official_first("HYVideo-T/2-cfgdistill", lazy("vgen.models.hunyuan.dit:preset_names")),
+                            unwrap=containers(("module", "ema")),
                             about="the DiT state dict, bare or under \"module\" (DeepSpeed *_model_states.pt, "
                                   "the official release) or \"ema\"; --load-key picks which"),
              LLAMA, CLIP_TEXT),
@@ -104,8 +105,8 @@ VAE = FamilySpec(
     # recompute / ZeRO-3 units: the resolution stages of the encoder and the decoder
     blocks={"block": ("encoder.down_blocks", "decoder.up_blocks")},
     sp=None, sp_missing="autoencoder training has no sequence-parallel plan; use data parallel / ZeRO",
-    weights=(WeightsAdapter("hunyuan_vae", lazy("vgen.models.hunyuan.vae:build_hunyuan_vae"), "884-16c",
-                            lazy("vgen.models.hunyuan.vae:preset_names"), unwrap=unwrap_vae,
+    weights=(WeightsAdapter("hunyuan_vae", lazy("vgen.models.hunyuan.vae:build_hunyuan_vae"),
+                            official_first("884-16c", lazy("vgen.models.hunyuan.vae:preset_names")), unwrap=unwrap_vae,
                             about="the causal VAE, optionally under \"state_dict\"; \"vae.\"-prefixed keys only "
                                   "when present (hyvideo/vae load_vae)"),),
 )

@@ -44,8 +44,9 @@ STDIT = FamilySpec(
     # temporal attention trades the frame split for a head split
     sp=SPPlan((SPCore("blocks.*.attn_temp.core"),)),
     text_encoders=TEXT_ENCODERS, vaes=VAES,
-    weights=(WeightsAdapter("opensora_stdit", from_schema(STDiTConfig, "vgen.models.opensora.family:build_stdit"),
-                            "STDiT-XL/2", lambda: ["STDiT-XL/2"], unwrap=OPENSORA_UNWRAP,
+    weights=(WeightsAdapter("opensora_stdit", *from_schema(STDiTConfig, "stdit_schema",
+                                                           "vgen.models.opensora.family:build_stdit", "STDiT-XL/2"),
+                            unwrap=OPENSORA_UNWRAP,
                             about="Open-Sora 1.0 .pth / .safetensors (bare, or under \"ema\" from train.py)"),
              T5, SD_VAE),
 )
@@ -57,9 +58,10 @@ STDIT2 = FamilySpec(
     sp=None, sp_missing="STDiT2 has no sequence-parallel plan yet (its temporal RoPE needs global frame positions)",
     streams={"frame_mask": 6},  # the 1.1 training frame masks
     text_encoders=TEXT_ENCODERS, vaes=VAES,
-    weights=(WeightsAdapter("opensora_stdit2",
-                            from_schema(STDiT2Config, "vgen.models.opensora.family:build_stdit2_family"),
-                            "STDiT2-XL/2", lambda: ["STDiT2-XL/2"], unwrap=OPENSORA_UNWRAP,
+    weights=(WeightsAdapter("opensora_stdit2", *from_schema(STDiT2Config, "stdit2_schema",
+                                                            "vgen.models.opensora.family:build_stdit2_family",
+                                                            "STDiT2-XL/2"),
+                            unwrap=OPENSORA_UNWRAP,
                             about="Open-Sora 1.1 model.safetensors / .pth (bare or under \"ema\")"),
              T5, SD_VAE),
 )

@@ -1,0 +1,161 @@
+"""tools/convert_weights.py for every family's adapters: the expected tables equal the official
+layouts; official containers and name schemes (OpenSora's "ema" container, a whole T5 with its
+tied embedding, the SD VAE's original LDM names and 1x1 attention convs, CLIP inside CLIPModel,
+LLaMA inside LLaVA) convert into files that load strictly and hold the same values."""
+import re
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from conftest import REPO, layout_lines
+from vgen.models.layers.init import declare_only, is_derived, materialize, named_params
+from vgen.models.weights import load_safetensors, net_arrays
+
+
+
+def declared(cw, target, preset):
+    with declare_only():
+        net = cw.adapter_of(target).build(preset)
+    materialize(net, 3)
+    return net
+
+
+def random_state(net, seed=0):
+    rng = np.random.default_rng(seed)
+    return {n: rng.standard_normal(p.shape).astype(np.float32) for n, p in named_params(net) if not is_derived(p)}
+
+
+def converted(cw, target, preset, ckpt, tmp_path, **kw):
+    src, out = tmp_path / "official.safetensors", tmp_path / "ours.safetensors"
+    save_file(ckpt, str(src))
+    summary = cw.convert(target, src, out, preset=preset, **kw)
+    net = declared(cw, target, preset)
+    load_safetensors(net, str(out), strict=True)
+    return summary, net_arrays(net)
+
+
+@pytest.mark.parametrize("target,layout", [
+    ("opensora_stdit", "opensora_v1_0_stdit_xl2_16x256x256.txt"),
+    ("opensora_stdit2", "opensora_v1_1_stdit2_xl2.txt"),
+    ("sd_vae", "sd_vae_ft_ema_diffusers.txt"),
+])
+def test_expected_tables_are_the_official_layouts(cw, target, layout):
+    expected, derived = cw.model_layout(target)
+    official = [ln for ln in layout_lines(layout) if ln.split(" ")[0] not in derived]
+    assert [f"{n} {list(s)}" for n, s in expected] == official
+    assert set(derived) <= {ln.split(" ")[0] for ln in layout_lines(layout)}  # recomputed, never loaded
+
+
+def test_every_family_adapter_is_listed(cw):
+    assert {"opensora_stdit", "opensora_stdit2", "hunyuan", "hunyuan_vae", "t5", "sd_vae", "clip_text",
+            "llama"} <= set(cw.adapters())
+
+
+def test_opensora_train_checkpoint_under_ema(cw, tmp_path):
+    net = declared(cw, "opensora_stdit", "opensora_stdit_tiny")
+    state = random_state(net, 1)
+    ckpt = {f"ema.{n}": a for n, a in state.items()}
+    ckpt.update({f"model.{n}": a + 1 for n, a in state.items()})  # the raw (non-EMA) weights: not taken
+    ckpt["ema.pos_embed"] = np.zeros((1, 4, 8), np.float32)  # recomputed from the config: dropped
+    summary, got = converted(cw, "opensora_stdit", "opensora_stdit_tiny", ckpt, tmp_path, load_key="ema")
+    assert summary["dropped_derived"] == ["pos_embed"]
+    for name, value in state.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_t5_drops_the_tied_embedding_and_the_decoder(cw, tmp_path):
+    net = declared(cw, "t5", "tiny")
+    state = random_state(net, 2)
+    assert "shared.weight" in state and "encoder.embed_tokens.weight" not in state
+    ckpt = dict(state)
+    ckpt["encoder.embed_tokens.weight"] = state["shared.weight"]  # T5EncoderModel's tied copy
+    ckpt["decoder.block.0.layer.0.SelfAttention.q.weight"] = np.ones((4, 4), np.float32)  # a whole T5
+    ckpt["lm_head.weight"] = np.ones((4, 4), np.float32)
+    summary, got = converted(cw, "t5", "tiny", ckpt, tmp_path)
+    assert summary["dropped"] == 3
+    for name, value in state.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def ldm_name(diffusers: str, levels: int) -> str:
+    """diffusers AutoencoderKL name -> the original LDM one, written out independently of the tool."""
+    attn = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+    m = re.match(r"(encoder|decoder)\.(down|up)_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", diffusers)
+    if m:
+        side, kind, level, j, rest = m.groups()
+        level = int(level) if kind == "down" else levels - 1 - int(level)
+        return f"{side}.{kind}.{level}.block.{j}.{rest.replace('conv_shortcut', 'nin_shortcut')}"
+    m = re.match(r"(encoder|decoder)\.(down|up)_blocks\.(\d+)\.(down|up)samplers\.0\.(.*)", diffusers)
+    if m:
+        side, kind, level, _, rest = m.groups()
+        level = int(level) if kind == "down" else levels - 1 - int(level)
+        return f"{side}.{kind}.{level}.{kind}sample.{rest}"
+    m = re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d)\.(.*)", diffusers)
+    if m:
+        return f"{m.group(1)}.mid.block_{int(m.group(2)) + 1}.{m.group(3)}"
+    m = re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(.*)", diffusers)
+    if m:
+        return f"{m.group(1)}.mid.attn_1.{attn[m.group(2)]}.{m.group(3)}"
+    return diffusers.replace("conv_norm_out", "norm_out")
+
+
+def test_sd_vae_name_rules_on_known_names(cw):
+    from vgen.models.adapters import sd_vae_name
+
+    assert sd_vae_name("decoder.up.3.block.0.conv1.weight") == "decoder.up_blocks.0.resnets.0.conv1.weight"
+    assert sd_vae_name("decoder.up.1.upsample.conv.weight") == "decoder.up_blocks.2.upsamplers.0.conv.weight"
+    assert sd_vae_name("encoder.down.1.block.0.nin_shortcut.bias") == \
+        "encoder.down_blocks.1.resnets.0.conv_shortcut.bias"
+    assert sd_vae_name("encoder.mid.attn_1.proj_out.weight") == "encoder.mid_block.attentions.0.to_out.0.weight"
+    assert sd_vae_name("decoder.mid.block_2.norm1.bias") == "decoder.mid_block.resnets.1.norm1.bias"
+    assert sd_vae_name("encoder.norm_out.weight") == "encoder.conv_norm_out.weight"
+    assert sd_vae_name("decoder.mid_block.attentions.0.query.weight") == \
+        "decoder.mid_block.attentions.0.to_q.weight"  # the older diffusers names
+    assert sd_vae_name("quant_conv.weight") == "quant_conv.weight"
+
+
+def test_sd_vae_from_an_original_sd_checkpoint(cw, tmp_path):
+    net = declared(cw, "sd_vae", "tiny")
+    state = random_state(net, 4)
+    ckpt = {}
+    for name, value in state.items():
+        official = ldm_name(name, levels=4)
+        if ".attn_1." in official and value.ndim == 2:
+            value = value[:, :, None, None]  # LDM's 1x1 conv projections
+        ckpt[f"first_stage_model.{official}"] = value
+    ckpt["model.diffusion_model.input_blocks.0.0.weight"] = np.ones((2, 2), np.float32)  # the rest of SD
+    ckpt["first_stage_model.loss.logvar"] = np.zeros((), np.float32)  # its training loss
+    assert sum(k.startswith("first_stage_model.encoder.down.") for k in ckpt) > 0
+    summary, got = converted(cw, "sd_vae", "tiny", ckpt, tmp_path)
+    assert summary["tensors"] == len(state) and summary["dropped"] == 2
+    for name, value in state.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_clip_text_tower_from_a_whole_clip_model(cw, tmp_path):
+    net = declared(cw, "clip_text", "tiny")
+    state = random_state(net, 5)
+    ckpt = dict(state)
+    ckpt["vision_model.embeddings.class_embedding"] = np.ones(4, np.float32)
+    ckpt["text_projection.weight"] = np.ones((4, 4), np.float32)
+    ckpt["logit_scale"] = np.ones((), np.float32)
+    ckpt["text_model.embeddings.position_ids"] = np.arange(16, dtype=np.int64)[None]  # older exports
+    summary, got = converted(cw, "clip_text", "tiny", ckpt, tmp_path)
+    assert summary["dropped"] == 4
+    for name, value in state.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("prefix", ["model.", "model.language_model.", ""])
+def test_llama_decoder_out_of_its_containers(cw, tmp_path, prefix):
+    net = declared(cw, "llama", "tiny")
+    state = random_state(net, 6)
+    ckpt = {f"{prefix}{n}": a for n, a in state.items()}
+    ckpt["lm_head.weight"] = np.ones((4, 4), np.float32)
+    if prefix == "model.language_model.":  # LLaVA: a vision tower and a projector beside it
+        ckpt["model.vision_tower.embeddings.weight"] = np.ones(4, np.float32)
+        ckpt["model.multi_modal_projector.linear_1.weight"] = np.ones((4, 4), np.float32)
+    _, got = converted(cw, "llama", "tiny", ckpt, tmp_path)
+    for name, value in state.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
