@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+
+from conftest import read_metrics
 from vgen.parallel.launch import msrun_command
 
 HERE = Path(__file__).resolve().parent
@@ -23,3 +26,26 @@ def run_scenarios(root: Path, workers: int, scenarios, timeout=1500):
         logs = "\n".join(f"--- {p.name}\n" + p.read_text()[-4000:] for p in sorted(log_dir.glob("worker_*.log")))
         raise AssertionError(f"msrun failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}\n{logs}")
     return r
+
+
+def assert_same_run(run, ref, steps=range(1, 6), rtol=1e-5):
+    """Losses (rtol) and gradient norms (1e-4) per step equal those of the reference run."""
+    got = {m["step"]: m for m in read_metrics(run)}
+    want = {m["step"]: m for m in read_metrics(ref)}
+    for s in steps:
+        np.testing.assert_allclose(got[s]["loss"], want[s]["loss"], rtol=rtol, err_msg=f"loss at step {s}")
+        np.testing.assert_allclose(got[s]["grad_norm"], want[s]["grad_norm"], rtol=1e-4, err_msg=f"norm at {s}")
+
+
+def assert_same_weights(run, ref):
+    """The newest checkpoints hold the same model, EMA and AdamW moments (merged from shards)."""
+    from vgen.train.checkpoint import CheckpointReader, find_latest
+
+    a = CheckpointReader(find_latest(run / "checkpoints"))
+    b = CheckpointReader(find_latest(ref / "checkpoints"))
+    for kind in ("model", "ema", "adam_m", "adam_v"):
+        want = b.arrays(kind)
+        got = a.arrays(kind)
+        assert set(got) == set(want), kind
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6, err_msg=f"{kind} {name}")

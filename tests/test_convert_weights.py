@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from conftest import REPO, layout_lines
+from conftest import layout_lines
 from vgen.models.layers.init import declare_only, is_derived, materialize, named_params
 from vgen.models.weights import load_safetensors, net_arrays
 

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY, cli, compose, read_metrics
-from distributed import run_scenarios
-from vgen.train.checkpoint import CheckpointReader, find_latest
+from distributed import assert_same_run, assert_same_weights, run_scenarios
+from vgen.train.checkpoint import CheckpointReader
 from vgen.train.trainer import Trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.dist]
 BASE = [*TINY, "data.num_samples=32", "schedule.max_steps=5", "schedule.ckpt_every=3",
         "schedule.ema_decay=0.9", "schedule.warmup_steps=0", "schedule.lr=1e-3"]
-RTOL = 1e-5
 
 
 def single(tmp_path_factory, global_batch, extra=()):
@@ -62,25 +61,6 @@ def two(tmp_path_factory, four):
         {"name": "reshard", "overrides": [*BASE, "schedule.batch_size=4", f"resume={from_four}"], "zero": 2},
     ])
     return root
-
-
-def assert_same_run(run, ref, steps=range(1, 6)):
-    got = {m["step"]: m for m in read_metrics(run)}
-    want = {m["step"]: m for m in read_metrics(ref)}
-    for s in steps:
-        np.testing.assert_allclose(got[s]["loss"], want[s]["loss"], rtol=RTOL, err_msg=f"loss at step {s}")
-        np.testing.assert_allclose(got[s]["grad_norm"], want[s]["grad_norm"], rtol=1e-4, err_msg=f"norm at {s}")
-
-
-def assert_same_weights(run, ref):
-    a = CheckpointReader(find_latest(run / "checkpoints"))
-    b = CheckpointReader(find_latest(ref / "checkpoints"))
-    for kind in ("model", "ema", "adam_m", "adam_v"):
-        want = b.arrays(kind)
-        got = a.arrays(kind)
-        assert set(got) == set(want), kind
-        for name in want:
-            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6, err_msg=f"{kind} {name}")
 
 
 @pytest.mark.parametrize("name,batch", [("dp2", 4), ("zero1", 4), ("zero2", 4), ("zero3", 4), ("sp2", 2),

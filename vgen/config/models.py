@@ -66,3 +66,8 @@ class RectifiedFlowConfig:
     shift: float = 1.0  # training-time shift of s towards noise
     sample_shift: float = 7.0  # the official sampler's shift (7 at 720p, 5 in predict())
     sampling_steps: int = 50
+    cfg_scale: float = 1.0  # classifier-free guidance of the sampler (HunyuanVideo embeds its guidance instead)
+    # the family's convention: False, timestep 1000 s and velocity noise - x0 (HunyuanVideo); True,
+    # t = 1 - s runs from noise 0 to data 1, velocity x0 - noise (Step-Video)
+    data_at_one: bool = False
+    timestep_scale: float = 1000.0  # the denoiser's timestep per unit of t (Step-Video's DiT scales by 1000 itself: 1)

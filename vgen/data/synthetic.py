@@ -9,10 +9,12 @@ from ..rng import keyed_rng
 
 class SyntheticDataset:
     def __init__(self, num_samples: int, latent_shape, text_len: int, text_dim: int, min_text_len: int = 4,
-                 seed: int = 0, pooled_dim: int = 0):
+                 seed: int = 0, pooled_dim: int = 0, pooled_length: int = 0):
         self.num_samples = num_samples
         self.latent_shape = tuple(latent_shape)  # (C, T, H, W)
         self.text_len, self.text_dim, self.pooled_dim = text_len, text_dim, pooled_dim
+        # the second encoder's output: a vector, or states of pooled_length tokens
+        self.pooled_shape = (pooled_length, pooled_dim) if pooled_length else (pooled_dim,)
         self.min_text_len = max(1, min(min_text_len, text_len))
         self.seed = seed
 
@@ -31,7 +33,7 @@ class SyntheticDataset:
         mask = (np.arange(self.text_len) < n_valid).astype(np.uint8)
         sample = {"latent": latent, "text_emb": text, "text_mask": mask}
         if self.pooled_dim:
-            sample["text_pooled"] = g.standard_normal(self.pooled_dim, dtype=np.float32)
+            sample["text_pooled"] = g.standard_normal(self.pooled_shape, dtype=np.float32)
         return sample
 
     def empty_text(self) -> dict:
@@ -41,5 +43,5 @@ class SyntheticDataset:
         text[0] = g.standard_normal(self.text_dim, dtype=np.float32)
         out = {"text_emb": text, "text_mask": (np.arange(self.text_len) < 1).astype(np.uint8)}
         if self.pooled_dim:
-            out["text_pooled"] = g.standard_normal(self.pooled_dim, dtype=np.float32)
+            out["text_pooled"] = g.standard_normal(self.pooled_shape, dtype=np.float32)
         return out

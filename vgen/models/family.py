@@ -36,8 +36,12 @@ class TextSpec:
     dim: int
     length: int
     dropout: float  # default caption-dropout probability during training
-    pooled_dim: int = 0  # a pooled text vector per caption (`text_pooled`, e.g. CLIP), 0 = none
-    pooled_encoder: str = ""  # identity of the encoder of the pooled vector (checked against cache manifests)
+    # the second text encoder's output per caption (`text_pooled`), 0 = none: a vector [pooled_dim]
+    # (HunyuanVideo's CLIP pooled output), or states [pooled_length, pooled_dim] when pooled_length > 0
+    # (Step-Video's HunyuanCLIP last hidden states)
+    pooled_dim: int = 0
+    pooled_encoder: str = ""  # identity of that encoder (checked against cache manifests)
+    pooled_length: int = 0
     # caption dropout: "model" passes flags to the model (a learned null caption inside it);
     # "empty" replaces the text inputs by the cached empty-prompt embedding
     drop_to: str = "model"
@@ -54,11 +58,20 @@ class LatentSpec:
     scale: float  # latent = (vae latent - shift) * scale
     shift: float = 0.0
 
+    # a VAE that encodes chunks of frames on their own (Step-Video's: 17 frames -> 3 latents);
+    # 0: the temporal compression is causal instead
+    chunk_frames: int = 0
+    chunk_latents: int = 0
+
     def latent_shape(self, frames: int, height: int, width: int) -> Tuple[int, int, int, int]:
-        """(C, t, h, w) of the latent of a clip; a temporal compression c > 1 is causal: the first
-        frame alone, then groups of c ((frames - 1) / c + 1 latent frames)."""
+        """(C, t, h, w) of the latent of a clip. Chunked: chunk_latents per whole chunk of
+        chunk_frames. Else a temporal compression c > 1 is causal: the first frame alone, then
+        groups of c ((frames - 1) / c + 1 latent frames)."""
         ct, ch, cw = self.compression
-        t = frames if ct == 1 else (frames - 1) // ct + 1
+        if self.chunk_frames:
+            t = frames // self.chunk_frames * self.chunk_latents
+        else:
+            t = frames if ct == 1 else (frames - 1) // ct + 1
         return self.channels, t, height // ch, width // cw
 
 

@@ -11,6 +11,7 @@ FAMILIES = (
     "vgen.models.opensora.spec:STDIT2",
     "vgen.models.hunyuan.spec:DIT",
     "vgen.models.hunyuan.spec:VAE",
+    "vgen.models.stepvideo.spec:FAMILY",
 )
 
 

@@ -9,7 +9,7 @@ def build_dataset(data_cfg, family):
     if data_cfg.kind == "synthetic":
         size = tuple(data_cfg.latent_size or lat.size)
         return SyntheticDataset(data_cfg.num_samples, (lat.channels, *size), data_cfg.text_len or txt.length, txt.dim,
-                                data_cfg.min_text_len, pooled_dim=txt.pooled_dim)
+                                data_cfg.min_text_len, pooled_dim=txt.pooled_dim, pooled_length=txt.pooled_length)
     if data_cfg.kind == "cached":
         frames = data_cfg.num_frames or lat.size[0]
         return CachedLatentDataset(data_cfg.csv_path, data_cfg.text_emb_dir, data_cfg.latent_dir,

@@ -47,9 +47,7 @@ def build(cfg) -> Family:
                             text_dim=cfg.text_dim, clip_dim=cfg.clip_dim, refiner_depth=cfg.refiner_depth,
                             guidance_embed=cfg.guidance_embed)
     net.text_len = cfg.text_len  # the joint SP plan keeps the last text_len tokens whole
-    o = cfg.objective
-    objective = RectifiedFlow(o.timestep_sampling, o.logit_mean, o.logit_std, o.shift, o.sample_shift,
-                              o.sampling_steps)
-    return Family(name=cfg.name, net=net, objective=objective, text=text_spec(cfg), latent=latent_spec(cfg),
+    return Family(name=cfg.name, net=net, objective=RectifiedFlow.from_config(cfg.objective), text=text_spec(cfg),
+                  latent=latent_spec(cfg),
                   denoise=denoise, fields=FIELDS,
                   prepare=prepare_fields(cfg.train_guidance if cfg.guidance_embed else 0.0), spec=DIT)
