@@ -22,7 +22,7 @@ from ..models.layers.seams import GatherSeam, SplitSeam
 from .recompute import apply_recompute
 from .sequence import JointUlyssesAttention, SequenceGather, SequenceSplit, UlyssesAttention
 from .sync import GradSync
-from .zero import shard_parameters
+from .zero import install_gathers, shardable_names
 
 log = logging.getLogger("vgen")
 
@@ -59,9 +59,16 @@ def apply_sequence_parallel(net: nn.Cell, plan, group, text_len_of) -> int:
     return wrapped
 
 
-def parallelize(family, mesh, parallel, full_values: Dict) -> Parallelized:
+def sharded_names(family, mesh, parallel) -> Set[str]:
+    """The parameters ZeRO-3 will shard: decided before the weights are filled, so that every rank
+    reads and keeps only its segments of them."""
+    return shardable_names(family.net) if parallel.zero_stage == 3 and mesh.size > 1 else set()
+
+
+def parallelize(family, mesh, parallel, shapes: Dict[str, tuple], sharded: Set[str]) -> Parallelized:
     """Applies SP, recompute and ZeRO-3 to family.net (in place) as `parallel` (the config group)
-    asks; `full_values` are the fp32 values of the trainable parameters (sharded by ZeRO-3)."""
+    asks; `shapes` are the parameters' full shapes, `sharded` the names (sharded_names) whose
+    parameters hold their local segments."""
     net, spec = family.net, family.spec
     if mesh.sp > 1:
         if spec.sp is None:
@@ -72,7 +79,7 @@ def parallelize(family, mesh, parallel, full_values: Dict) -> Parallelized:
     blocks = [b for members in kinds.values() for b in members]
     recomputed = apply_recompute(kinds, parallel.recompute, keep_attention=not parallel.recompute_attention,
                                  per_kind=parallel.recompute_kinds)
-    sharded = shard_parameters(net, mesh, full_values) if sync.zero_stage == 3 else set()
+    sharded = install_gathers(net, mesh, shapes, sharded) if sync.zero_stage == 3 else set()
     if mesh.is_main and (recomputed or sync.zero_stage):
         log.info("ZeRO stage %d over %d ranks, recompute on %d/%d blocks", sync.zero_stage, sync.shards, recomputed,
                  len(blocks))

@@ -12,7 +12,7 @@ the gradient synchronisation (sync.py)."""
 from typing import Dict, Set
 
 import numpy as np
-from mindspore import Tensor, nn
+from mindspore import nn
 
 from ..models.layers.init import named_params
 from ..models.layers.sharding import Gathered, ShardableLayer
@@ -37,26 +37,40 @@ class Sources(nn.Cell):
     """Holds a layer's Gathered readers, one attribute per parameter name."""
 
 
-def shard_parameters(net: nn.Cell, mesh, full_values: Dict[str, np.ndarray]) -> Set[int]:
-    """Replace every trainable parameter of every ShardableLayer by its local segment; returns
-    the ids of the sharded parameters."""
+def shardable_names(net: nn.Cell) -> Set[str]:
+    """The parameters ZeRO-3 shards: every trainable parameter of every ShardableLayer (parameters
+    model code reads directly, frozen ones and buffers stay whole)."""
+    names = {id(p): n for n, p in named_params(net)}
+    out = set()
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, ShardableLayer):
+            for attr in cell.shardable:
+                p = getattr(cell, attr, None)
+                if p is not None and p.requires_grad:
+                    out.add(names[id(p)])
+    return out
+
+
+def install_gathers(net: nn.Cell, mesh, shapes: Dict[str, tuple], sharded: Set[str]) -> Set[int]:
+    """On every ShardableLayer whose parameters hold their local segments (the `sharded` names,
+    filled so by vgen.models.weights.fill_parameters), read them through an all-gather of their
+    full `shapes`; returns the ids of the sharded parameters."""
     names = {id(p): n for n, p in named_params(net)}
     gather = AllGather(mesh.world)
-    sharded = set()
+    ids = set()
     for _, cell in net.cells_and_names():
         if not isinstance(cell, ShardableLayer):
             continue
         sources = None
         for attr in cell.shardable:
             p = getattr(cell, attr, None)
-            if p is None or not p.requires_grad:
+            if p is None or names[id(p)] not in sharded:
                 continue
-            full = full_values[names[id(p)]]
-            p.set_data(Tensor(local_segment(full, mesh.size, mesh.rank)), slice_shape=True)
+            shape = tuple(shapes[names[id(p)]])
             if sources is None:
                 sources = Sources()
-            setattr(sources, attr, Gathered(gather, full.shape, int(full.size)))
-            sharded.add(id(p))
+            setattr(sources, attr, Gathered(gather, shape, int(np.prod(shape)) if shape else 1))
+            ids.add(id(p))
         if sources is not None:
             cell.sources = sources
-    return sharded
+    return ids

@@ -161,6 +161,17 @@ class CheckpointReader:
             self._cache[name] = load_file(str(self.path / name))
         return self._cache[name]
 
+    def weights(self, kind: str):
+        """One kind (model, ema, adam_m, adam_v) as a source read by name or by flat segment
+        (has / whole / segment), without loading the files whole."""
+        if self.sharded:
+            return ShardedWeights(self, kind)
+        from ..models.weights import SafetensorsWeights
+
+        if kind in ("adam_m", "adam_v"):
+            return SafetensorsWeights(self.path / "optimizer.safetensors", prefix=kind + ".")
+        return SafetensorsWeights(self.path / f"{kind}.safetensors")
+
     def arrays(self, kind: str) -> Dict[str, np.ndarray]:
         """{name: array}; for `model` and `ema` the buffers are included."""
         if not self.sharded:
@@ -178,6 +189,51 @@ class CheckpointReader:
         if kind in ("model", "ema"):
             out.update(self._file("buffers.safetensors"))
         return out
+
+
+class ShardedWeights:
+    """One kind of a sharded checkpoint: every rank's flat segments of each parameter, read by
+    slices for any other shard count (the buffers, for model and ema, from buffers.safetensors)."""
+
+    def __init__(self, reader: CheckpointReader, kind: str):
+        from safetensors import safe_open
+
+        self.kind, self.params = kind, reader.index["params"]
+        shards = reader.index["shards"]
+        self._files = [safe_open(str(reader.path / shard_file(r, shards)), framework="numpy").__enter__()
+                       for r in range(shards)]
+        self.buffers = None
+        if kind in ("model", "ema"):
+            from ..models.weights import SafetensorsWeights
+
+            self.buffers = SafetensorsWeights(reader.path / "buffers.safetensors")
+
+    def has(self, name: str) -> bool:
+        return name in self.params or (self.buffers is not None and self.buffers.has(name))
+
+    def segment(self, name: str, shards: int, rank: int) -> np.ndarray:
+        if name not in self.params:
+            from ..models.weights import flat_segment
+
+            return flat_segment(lambda a, b: self.buffers.whole(name)[a:b], self.buffers.shapes[name], shards, rank)
+        meta = self.params[name]
+        numel, stored = int(meta["numel"]), int(meta["shard"])
+        size = -(-numel // shards)
+        lo, hi = min(rank * size, numel), min((rank + 1) * size, numel)
+        out = np.zeros(size, np.float32)
+        i = lo
+        while i < hi:  # the stored segments overlapping [lo, hi)
+            f, off = divmod(i, stored)
+            n = min(stored - off, hi - i)
+            out[i - lo:i - lo + n] = self._files[f].get_slice(f"{self.kind}/{name}")[off:off + n]
+            i += n
+        return out
+
+    def whole(self, name: str) -> np.ndarray:
+        if name not in self.params:
+            return self.buffers.whole(name)
+        meta = self.params[name]
+        return self.segment(name, 1, 0)[:int(meta["numel"])].reshape(meta["shape"])
 
 
 # ---- writing and reading the training state ----------------------------------------------------
@@ -206,8 +262,8 @@ def write_state(writer: CheckpointWriter, buckets, fixed: Dict[str, np.ndarray],
     writer.write(shard_file(shard_rank, shards), {f"{kind}/{n}": a for kind in kinds for n, a in merged[kind].items()})
 
 
-def read_state(reader: "CheckpointReader") -> Dict[str, Dict[str, np.ndarray]]:
-    """{kind: {name: whole array}} for Bucket.load_state_dict; a checkpoint without EMA gives
-    the model weights as the EMA's start."""
-    return {"adam_m": reader.arrays("adam_m"), "adam_v": reader.arrays("adam_v"),
-            "ema": reader.arrays("ema") if reader.has("ema") else reader.arrays("model")}
+def read_state(reader: "CheckpointReader") -> dict:
+    """{kind: source} for Bucket.load_state_dict, each read by segments; a checkpoint without EMA
+    gives the model weights as the EMA's start."""
+    return {"adam_m": reader.weights("adam_m"), "adam_v": reader.weights("adam_v"),
+            "ema": reader.weights("ema" if reader.has("ema") else "model")}

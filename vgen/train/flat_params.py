@@ -40,22 +40,25 @@ class Slot:
 
 class Bucket:
     def __init__(self, index: int, names: Sequence[str], params: Sequence[Parameter], decay: Sequence[bool], *,
-                 full_values: Dict[str, np.ndarray], shards: int = 1, shard_rank: int = 0, sharded: bool = False,
+                 shapes: Dict[str, tuple], shards: int = 1, shard_rank: int = 0, sharded: bool = False,
                  ema: bool = False, accumulate: bool = False, accumulate_full: bool = True):
-        """`full_values`: the fp32 value of every parameter (taken before any cast or sharding).
-        `accumulate`: keep a gradient accumulator, of the rank-major full gradient when
-        `accumulate_full` (nothing communicated on micro-steps), else of the local shard."""
+        """`shapes`: every parameter's full shape. The masters start from the parameters' values, in
+        fp32 (taken before any cast): whole parameters, or for a `sharded` bucket the local ZeRO-3
+        segments the parameters hold. `accumulate`: keep a gradient accumulator, of the
+        rank-major full gradient when `accumulate_full` (nothing communicated on micro-steps),
+        else of the local shard."""
         self.index = index
         self.names, self.params = list(names), list(params)
         self.shards, self.rank, self.sharded = shards, shard_rank, sharded
         slots, offset = [], 0
-        for n, p in zip(names, params):
-            numel = int(np.prod(full_values[n].shape)) if full_values[n].ndim else 1
+        for n in names:
+            shape = tuple(shapes[n])
+            numel = int(np.prod(shape)) if shape else 1
             s = shard_size(numel, shards)
-            slots.append(Slot(n, tuple(full_values[n].shape), numel, s, offset))
+            slots.append(Slot(n, shape, numel, s, offset))
             offset += s
         self.slots, self.local_size = slots, offset
-        local = self._local_from(full_values)
+        local = self._local_of_params()
         mask = np.concatenate([np.full(s.shard, 1.0 if d else 0.0, np.float32) for s, d in zip(slots, decay)])
         tag = f"bucket{index}"
         self.master = Parameter(Tensor(local), name=f"{tag}.master", requires_grad=False)
@@ -79,10 +82,12 @@ class Bucket:
 
     # ---- host-side views by parameter name (checkpoints) -------------------------------------
 
-    def _local_from(self, arrays: Dict[str, np.ndarray]) -> np.ndarray:
+    def _local_of_params(self) -> np.ndarray:
         if not self.slots:
             return np.zeros(0, np.float32)
-        return np.concatenate([local_segment(arrays[s.name], self.shards, self.rank) for s in self.slots])
+        if self.sharded:  # the parameters hold their local segments
+            return np.concatenate([p.asnumpy().astype(np.float32).reshape(-1) for p in self.params])
+        return np.concatenate([local_segment(p.asnumpy(), self.shards, self.rank) for p in self.params])
 
     def segments(self, which: str) -> Dict[str, np.ndarray]:
         """This rank's segment of master / m / v / ema for every parameter."""
@@ -94,9 +99,11 @@ class Bucket:
         assert self.shards == 1, "whole arrays of a sharded bucket need every rank's segments"
         return {n: seg[:s.numel].reshape(s.shape) for (n, seg), s in zip(self.segments(which).items(), self.slots)}
 
-    def load_full(self, which: str, arrays: Dict[str, np.ndarray]) -> None:
-        """Set master / m / v / ema from whole arrays by name (this rank keeps its segments)."""
-        getattr(self, which).set_data(Tensor(self._local_from(arrays)))
+    def load_from(self, which: str, source) -> None:
+        """Set master / m / v / ema from a weights source (has / segment by name): this rank's segments."""
+        if self.slots:
+            local = np.concatenate([source.segment(s.name, self.shards, self.rank) for s in self.slots])
+            getattr(self, which).set_data(Tensor(local))
 
     # ---- checkpointed state (the checkpoint module owns the file format) ----------------------
 
@@ -109,16 +116,16 @@ class Bucket:
         view = self.full_arrays if self.shards == 1 else self.segments
         return {kind: view(which) for kind, which in self.kinds().items()}
 
-    def load_state_dict(self, state: Dict[str, Dict[str, np.ndarray]]) -> None:
-        """From whole arrays by kind and name (any worker count or ZeRO stage wrote them); the
-        master weights are not read here: they come from the model, loaded before the buckets."""
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        """From {kind: weights source} (read by segments: any worker count or ZeRO stage wrote them);
+        the master weights are not read here: they come from the model, loaded before the buckets."""
         for kind, which in self.kinds().items():
             if kind != "model" and kind in state:
-                self.load_full(which, state[kind])
+                self.load_from(which, state[kind])
 
 
 def make_buckets(named: Sequence[Tuple[str, Parameter]], block_params: Sequence[Sequence[Parameter]], decay_fn,
-                 full_values: Dict[str, np.ndarray], sharded_ids=frozenset(), **kw) -> List[Bucket]:
+                 shapes: Dict[str, tuple], sharded_ids=frozenset(), **kw) -> List[Bucket]:
     """One bucket per block (split in sharded / replicated parameters under ZeRO-3), then the
     parameters outside the blocks in chunks. Parameters keep their order inside a bucket."""
     by_id = {id(p): (n, p) for n, p in named}
@@ -136,5 +143,5 @@ def make_buckets(named: Sequence[Tuple[str, Parameter]], block_params: Sequence[
         part = [(n, p) for n, p in rest if (id(p) in sharded_ids) == want_sharded]
         head += [(part[i:i + MAX_PARAMS_PER_BUCKET], want_sharded) for i in range(0, len(part), MAX_PARAMS_PER_BUCKET)]
     groups = head + groups
-    return [Bucket(i, [n for n, _ in g], [p for _, p in g], [decay_fn(n, full_values[n].ndim) for n, _ in g],
-                   full_values=full_values, sharded=sh, **kw) for i, (g, sh) in enumerate(groups)]
+    return [Bucket(i, [n for n, _ in g], [p for _, p in g], [decay_fn(n, len(shapes[n])) for n, _ in g],
+                   shapes=shapes, sharded=sh, **kw) for i, (g, sh) in enumerate(groups)]

@@ -118,7 +118,7 @@ class TrainStep:
     def micro(self, scale, inv_accum, inv_scale, batch):
         """Adds one micro-batch's gradients to the accumulators; returns its local loss. `batch`:
         the loss cell's named inputs ({field: Tensor})."""
-        loss, grads = self.grad_step(scale, inv_accum, batch)
+        loss, grads = self.grad_step(scale, inv_accum, ms.mutable(batch))
         for b, g in zip(self.buckets, self._bucket_grads(grads)):
             self.ops.accumulate(b.grad_acc, b.layout, b.sharded, inv_scale, *g)
         return loss
@@ -134,7 +134,9 @@ class TrainStep:
         return norm
 
     def fused(self, hyper, scale, inv_scale, batch):
-        loss, grads = self.grad_step(scale, 1.0, batch)
+        # mutable: a dict of tensors is an input of the compiled graph, not a constant baked into it
+        # (which would compile a new graph every step)
+        loss, grads = self.grad_step(scale, 1.0, ms.mutable(batch))
         local = [self.ops.local_grad(b.layout, b.sharded, inv_scale, *g)
                  for b, g in zip(self.buckets, self._bucket_grads(grads))]
         del grads

@@ -16,13 +16,14 @@ import numpy as np
 from mindspore import Tensor
 from omegaconf import DictConfig
 
-from ..models.layers.init import is_buffer, materialize, named_params
-from ..models.lora import apply_lora
+from ..models.layers.init import is_buffer, named_params
+from ..models.lora import adapter_names, apply_lora
 from ..models.registry import build_family
-from ..models.weights import load_arrays, load_safetensors
+from ..models.weights import (SafetensorsWeights, WeightsError, check_layout, fill_parameters, layout_problems,
+                              loadable)
 from ..parallel.comm import barrier
 from ..parallel.mesh import Mesh
-from ..parallel.plan import parallelize
+from ..parallel.plan import parallelize, sharded_names
 from ..runtime import setup_device
 from . import checkpoint as ckpt_io
 from .flat_params import make_buckets
@@ -66,14 +67,10 @@ class Trainer:
         self.resume_from = self._checkpoint_to_resume()
         reader = ckpt_io.CheckpointReader(self.resume_from) if self.resume_from else None
 
-        # weights in fp32 first: masters and EMA are taken from them
-        materialize(net, cfg.seed)
-        lora = cfg.model.lora
-        if cfg.model.pretrained and (reader is None or lora.rank > 0):
-            load_safetensors(net, cfg.model.pretrained, optional=family.init_only)
         # state the model carries but does not train (buffers, fixed tables such as rope.freqs):
         # saved with every checkpoint; a LoRA base, frozen below, is not (it is model.pretrained)
-        self.fixed = {n: q for n, q in named_params(net) if not q.requires_grad}
+        fixed = [n for n, q in named_params(net) if not q.requires_grad]
+        lora = cfg.model.lora
         if lora.rank > 0:  # adapters on the frozen base; checkpoints then hold the adapters only
             targets = list(lora.targets) or list(family.spec.lora_targets)
             if not targets:
@@ -82,19 +79,36 @@ class Trainer:
             adapted = apply_lora(net, lora.rank, lora.alpha or lora.rank, targets, lora.dropout, seed=cfg.seed)
             if self.mesh.is_main:
                 log.info("LoRA rank %d on %d layers; the base stays frozen", lora.rank, len(adapted))
-        if reader is not None:
-            load_arrays(net, reader.arrays("model"), str(self.resume_from), strict=lora.rank == 0)
-        self.fixed = {n: q.asnumpy() for n, q in self.fixed.items()}
         trainable = [(n, q) for n, q in named_params(net) if q.requires_grad]
-        full_values = {n: q.asnumpy() for n, q in trainable}
+        shapes = {n: tuple(q.shape) for n, q in named_params(net)}  # declared: nothing is allocated yet
+        sharded = sharded_names(family, self.mesh, p)
 
-        plan = parallelize(family, self.mesh, p, full_values)
+        # the weights, in fp32 (masters and EMA start from them), each from the first source that has
+        # it: the checkpoint resumed, model.pretrained, else the initialisation; under ZeRO-3 every
+        # rank reads and keeps only its segments of the sharded parameters
+        sources = []
+        if reader is not None:
+            ckpt = reader.weights("model")
+            expected = {n: shapes[n] for n in fixed + [n for n, _ in trainable]}
+            check_layout(str(self.resume_from), *layout_problems(expected, ckpt.shapes), strict=True)
+            sources.append(ckpt)
+        if cfg.model.pretrained and (reader is None or lora.rank > 0):
+            if not Path(cfg.model.pretrained).is_file():
+                raise WeightsError(f"weights file not found: {cfg.model.pretrained} (model.pretrained)")
+            pretrained = SafetensorsWeights(cfg.model.pretrained)
+            base = loadable(net, skip=set(adapter_names(net)) if lora.rank > 0 else set())
+            check_layout(cfg.model.pretrained, *layout_problems(base, pretrained.shapes, family.init_only), strict=True)
+            sources.append(pretrained)
+        fill_parameters(net, cfg.seed, sources, sharded, self.mesh.size, self.mesh.rank)
+        fixed = set(fixed)
+        self.fixed = {n: q.asnumpy() for n, q in named_params(net) if n in fixed}
+
+        plan = parallelize(family, self.mesh, p, shapes, sharded)
         self.sync = plan.sync
         self.buckets = make_buckets(trainable, [list(b.get_parameters()) for b in plan.blocks],
-                                    lambda n, nd: not family.no_decay(n, nd), full_values, sharded_ids=plan.sharded,
+                                    lambda n, nd: not family.no_decay(n, nd), shapes, sharded_ids=plan.sharded,
                                     shards=self.sync.shards, shard_rank=self.sync.shard_rank, ema=s.ema_decay > 0,
                                     accumulate=s.grad_accum > 1, accumulate_full=self.sync.zero_stage < 2)
-        del full_values
         self.scaler = LossScaler(self.policy.loss_scaling, cfg.precision.loss_scale, cfg.precision.dynamic_loss_scale,
                                  cfg.precision.loss_scale_window, cfg.precision.loss_scale_factor,
                                  cfg.precision.min_loss_scale)
@@ -175,6 +189,8 @@ class Trainer:
             if mesh.is_main:
                 log.info("nothing to do: already at step %d of %d", self.start_step, s.max_steps)
             return {"step": self.start_step}
+        if mesh.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         metrics = MetricsLog(self.run_dir, self.start_step, s.max_steps, cfg.progress) if mesh.is_main else None
         data = self.data
         data.start(self.start_step, s.max_steps)

@@ -1,0 +1,87 @@
+"""Reading weights by slices: a rank's flat ZeRO-3 segment of a tensor, from a safetensors file
+or from a sharded checkpoint written at another shard count, equals the segment cut from the whole
+tensor; filling a declared net gives sharded parameters only their segments."""
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from vgen.models.layers.init import declare_only, init_value, named_params
+from vgen.models.weights import SafetensorsWeights, fill_parameters, flat_segment
+from vgen.parallel.zero import local_segment
+
+SHAPES = {"w": (7, 5), "v": (13,), "s": (), "t": (3, 1, 4), "one": (1, 9)}
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    rng = np.random.default_rng(0)
+    return {k: rng.standard_normal(shape).astype(np.float32) for k, shape in SHAPES.items()}
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 4, 8])
+def test_segments_of_a_safetensors_file(arrays, tmp_path, shards):
+    path = tmp_path / "w.safetensors"
+    save_file(arrays, str(path))
+    src = SafetensorsWeights(path)
+    for name, whole in arrays.items():
+        for rank in range(shards):
+            np.testing.assert_array_equal(src.segment(name, shards, rank), local_segment(whole, shards, rank),
+                                          err_msg=f"{name} {rank}/{shards}")
+        np.testing.assert_array_equal(src.whole(name), whole)
+
+
+def test_flat_segment_reads_only_the_rows_it_needs():
+    whole = np.arange(60, dtype=np.float32).reshape(12, 5)
+    asked = []
+
+    def rows(a, b):
+        asked.append((a, b))
+        return whole[a:b]
+
+    np.testing.assert_array_equal(flat_segment(rows, whole.shape, 4, 1), local_segment(whole, 4, 1))
+    assert asked == [(3, 6)]  # elements 15..29: rows 3..5, not the whole tensor
+
+
+def test_sharded_checkpoint_read_at_other_shard_counts(arrays, tmp_path):
+    """A checkpoint written by 4 ranks (the trainer's sharded format) read back by 2 and 3 ranks."""
+    from vgen.train.checkpoint import CheckpointReader, CheckpointWriter, INDEX_FILE, shard_file
+
+    w = CheckpointWriter(tmp_path, 5).begin()
+    params = {n: {"shape": list(a.shape), "numel": int(a.size), "shard": -(-int(a.size) // 4)} for n, a in arrays.items()}
+    w.write_json(INDEX_FILE, {"format": "vgen-sharded-1", "shards": 4, "kinds": ["model"], "params": params})
+    w.write("buffers.safetensors", {"buf": np.ones(3, np.float32)})
+    for r in range(4):
+        w.write(shard_file(r, 4), {f"model/{n}": local_segment(a, 4, r) for n, a in arrays.items()})
+    path = w.commit({"step": 5}, keep_last=3)
+    src = CheckpointReader(path).weights("model")
+    for shards in (1, 2, 3):
+        for name, whole in arrays.items():
+            for rank in range(shards):
+                np.testing.assert_array_equal(src.segment(name, shards, rank), local_segment(whole, shards, rank))
+    for name, whole in arrays.items():
+        np.testing.assert_array_equal(src.whole(name), whole)
+    assert src.has("buf") and np.array_equal(src.whole("buf"), np.ones(3, np.float32))
+
+
+def test_fill_gives_sharded_parameters_their_segments_only(tmp_path):
+    from vgen.models.stepvideo.dit import StepVideoDiT
+
+    small = dict(in_channels=8, num_heads=4, head_dim=16, depth=1, caption_channels=32, clip_channels=16,
+                 rope_split=(8, 4, 4))
+    with declare_only():
+        net = StepVideoDiT(**small)
+    params = dict(named_params(net))
+    file_part = {n: np.full(tuple(p.shape), 0.5, np.float32) for n, p in params.items() if "attn1" in n}
+    save_file(file_part, str(tmp_path / "part.safetensors"))
+    sharded = {"transformer_blocks.0.attn1.wqkv.weight", "proj_out.weight"}  # one from the file, one from init
+    shapes = {n: tuple(p.shape) for n, p in params.items()}
+    fill_parameters(net, 3, [SafetensorsWeights(tmp_path / "part.safetensors")], sharded, shards=3, rank=2)
+    got = {n: p.asnumpy() for n, p in named_params(net)}
+    qkv = "transformer_blocks.0.attn1.wqkv.weight"
+    np.testing.assert_array_equal(got[qkv], local_segment(file_part[qkv], 3, 2))
+    with declare_only():
+        fresh = StepVideoDiT(**small)
+    p_out = dict(named_params(fresh))["proj_out.weight"]
+    np.testing.assert_array_equal(got["proj_out.weight"], local_segment(init_value(p_out, "proj_out.weight", 3), 3, 2))
+    assert got["proj_out.weight"].shape == (-(-int(np.prod(shapes["proj_out.weight"])) // 3),)
+    np.testing.assert_array_equal(got["transformer_blocks.0.attn1.wo.weight"], 0.5)  # whole, from the file
