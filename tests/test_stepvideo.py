@@ -3,6 +3,7 @@ forward against a float64 numpy reference written from the official model's desc
 flow-matching objective in Step-Video's convention against its formulas and the official sampler,
 and the family training end to end."""
 import math
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -228,3 +229,48 @@ def test_sequence_parallel_and_zero3_equal_one_process(tmp_path):
     for name in ("sp2", "zero3"):
         assert_same_run(tmp_path / "two" / name, ref, steps=range(1, 4))
         assert_same_weights(tmp_path / "two" / name, ref)
+
+
+# ---- text caches: Step-LLM states + HunyuanCLIP states ------------------------------------------------
+
+@pytest.mark.slow
+def test_text_cache_holds_both_encoders_states(tmp_path):
+    """vgen-cache text for the tiny family: text_emb / mask from Step-LLM, text_pooled [77-like, dim]
+    from the BERT, equal to the encoders run directly, and a manifest naming both."""
+    import importlib.util
+
+    import pandas as pd
+    import sentencepiece as spm
+
+    from conftest import REPO
+    from vgen.cli import cache as cache_cli
+    from vgen.data.manifest import read_manifest, text_folder
+    from vgen.models.encoders import TextEncoders
+
+    spec = importlib.util.spec_from_file_location("make_quickstart_data", REPO / "tools" / "make_quickstart_data.py")
+    quickstart = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quickstart)
+    csv_path = Path(quickstart.build(str(tmp_path / "data"), num=3, seed=0, num_images=0))
+    captions = list(pd.read_csv(csv_path)["caption"])
+    words = sorted({w for c in captions for w in str(c).lower().replace(",", " ").replace(".", " ").split()})
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
+    (tmp_path / "step").mkdir()
+    with open(tmp_path / "step" / "step1_chat_tokenizer.model", "wb") as f:
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(captions * 8), model_writer=f, vocab_size=40,
+                                       model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                       hard_vocab_limit=False, minloglevel=2)
+    cache_dir = tmp_path / "cache"
+    over = ["model=stepvideo_tiny", "data=video", f"data.csv_path={csv_path}", f"data.cache_dir={cache_dir}",
+            f"model.text_encoder.tokenizer={tmp_path / 'step'}", f"model.text_encoder_2.tokenizer={tmp_path / 'bert'}",
+            "progress=false"]
+    cache_cli.run("text", over)
+    manifest = read_manifest(text_folder(cache_dir))
+    assert manifest["encoder"] == "step-llm-tiny" and manifest["pooled"]["encoder"] == "hunyuan-clip-tiny"
+    direct = TextEncoders.from_model_config(compose(over).model)(captions[:1])
+    name = str(Path(pd.read_csv(csv_path)["video"][0]).with_suffix(""))  # videos/clip_00000
+    with np.load(text_folder(cache_dir) / f"{name}.npz", allow_pickle=False) as z:
+        assert z["text_emb"].shape == (16, 32) and z["text_pooled"].shape == (8, 16)
+        np.testing.assert_allclose(z["text_emb"], direct["text_emb"][0], atol=1e-5)
+        np.testing.assert_array_equal(z["mask"], direct["text_mask"][0])
+        np.testing.assert_allclose(z["text_pooled"], direct["text_pooled"][0], atol=1e-5)

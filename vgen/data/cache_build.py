@@ -62,17 +62,18 @@ def encoder_weights_id(enc_cfg, what: str, key: Optional[str] = None) -> str:
 
 
 def tokenizer_id(enc_cfg, key: str = "text_encoder") -> str:
+    from ..models.encoders import text_encoder_spec
     from ..models.weights import WeightsError
 
+    files = text_encoder_spec(enc_cfg.name).tokenizer_files
     path = enc_cfg.tokenizer
     if not path:
         raise WeightsError(f"model.{key}.tokenizer: set it to the tokenizer files of {enc_cfg.name} "
-                           "(tokenizer.json or spiece.model, or their directory)")
+                           f"({' or '.join(files)}, or their directory)")
     if os.path.isdir(path):
-        found = [os.path.join(path, n) for n in ("tokenizer.json", "spiece.model")
-                 if os.path.isfile(os.path.join(path, n))]
+        found = [os.path.join(path, n) for n in files if os.path.isfile(os.path.join(path, n))]
         if not found:
-            raise WeightsError(f"model.{key}.tokenizer={path} holds neither tokenizer.json nor spiece.model")
+            raise WeightsError(f"model.{key}.tokenizer={path} holds none of {list(files)}")
         path = found[0]
     if not os.path.isfile(path):
         raise WeightsError(f"model.{key}.tokenizer={path}: no such file")

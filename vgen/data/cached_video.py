@@ -372,9 +372,11 @@ class CachedVideoDataset(VideoDataset):
                             f"vgen-cache text again")
         out = {"text_emb": t["text_emb"].astype(np.float32), "text_mask": t["mask"].astype(np.uint8)}
         if pooled_dim:
-            if t["text_pooled"].shape != (pooled_dim,):
-                raise DataError(f"{path}{where}: text_pooled {list(t['text_pooled'].shape)}; expected [{pooled_dim}] "
-                                f"(the family's pooled text dim): a damaged or foreign file, delete it and run "
+            pooled_length = int(getattr(self.text_spec, "pooled_length", 0) or 0)
+            want = (pooled_length, pooled_dim) if pooled_length else (pooled_dim,)
+            if t["text_pooled"].shape != want:
+                raise DataError(f"{path}{where}: text_pooled {list(t['text_pooled'].shape)}; expected {list(want)} "
+                                f"(the family's second text input): a damaged or foreign file, delete it and run "
                                 f"vgen-cache text again")
             out["text_pooled"] = t["text_pooled"].astype(np.float32)
         return out

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from mindspore import Tensor, nn
 
-from .family import POOLED, PROMPT_STATES, STATES, TextEncoderSpec, VAESpec
+from .family import POOLED, PROMPT_STATES, STATES, TextEncoderSpec, VAESpec, resolve
 from .layers.init import declare_only, materialize
 from .weights import WeightsError, load_safetensors
 
@@ -113,21 +113,10 @@ def build_tokenizer(cfg, key: str = "text_encoder"):
     """The tokenizer of model.<key> = {name, tokenizer, max_length}, of the kind its encoder reads."""
     spec = text_encoder_spec(cfg.name)
     if not cfg.tokenizer:
-        files = "tokenizer.json or spiece.model" if spec.tokenizer == "t5" else "tokenizer.json"
-        raise WeightsError(f"model.{key}.tokenizer: set it to the tokenizer files of {cfg.name} ({files}, or their "
-                           f"directory)")
+        raise WeightsError(f"model.{key}.tokenizer: set it to the tokenizer files of {cfg.name} "
+                           f"({' or '.join(spec.tokenizer_files)}, or their directory)")
     try:
-        if spec.tokenizer == "t5":
-            from .text.t5 import T5Tokenizer
-
-            return T5Tokenizer(cfg.tokenizer, cfg.max_length)
-        if spec.tokenizer == "llama":
-            from .text.llama import LlamaTokenizer
-
-            return LlamaTokenizer(cfg.tokenizer, cfg.max_length)
-        from .text.clip import CLIPTokenizer
-
-        return CLIPTokenizer(cfg.tokenizer, cfg.max_length)
+        return resolve(spec.tokenizer)(cfg.tokenizer, cfg.max_length)
     except (OSError, ValueError) as e:
         raise WeightsError(f"model.{key}.tokenizer={cfg.tokenizer}: {e}") from e
 
@@ -237,6 +226,14 @@ class PooledEncoder:
         return {"text_pooled": pooled.asnumpy().astype(np.float32)}
 
 
+class SecondStatesEncoder(StatesEncoder):
+    """A second encoder's states [B, L, D] as the model's `text_pooled` (Step-Video's HunyuanCLIP,
+    whose 77 states are all attended: its mask is not kept)."""
+
+    def __call__(self, captions: Sequence[str], images: np.ndarray) -> Dict[str, np.ndarray]:
+        return {"text_pooled": super().__call__(captions, images)["text_emb"]}
+
+
 def text_encoder_configs(model_cfg) -> List[Tuple[str, object]]:
     """[(config key, encoder config)] of a model: model.text_encoder (states), then model.text_encoder_2
     (pooled) when the model has one. Checks each encoder's output fits its place."""
@@ -248,9 +245,10 @@ def text_encoder_configs(model_cfg) -> List[Tuple[str, object]]:
                 raise WeightsError(f"model {model_cfg.get('name')}: no model.text_encoder to encode captions with")
             continue
         output = text_encoder_spec(enc.name).output
-        wanted = (STATES, PROMPT_STATES) if i == 0 else (POOLED,)
+        # the second encoder gives a pooled vector (HunyuanVideo's CLIP) or states (Step-Video's BERT)
+        wanted = (STATES, PROMPT_STATES) if i == 0 else (POOLED, STATES)
         if output not in wanted:
-            role = "the caption states" if i == 0 else "the pooled text vector"
+            role = "the caption states" if i == 0 else "the second text input (pooled vector or states)"
             raise WeightsError(f"model.{key}.name={enc.name}: gives {output}, but model.{key} makes {role}")
         out.append((key, enc))
     return out
@@ -275,6 +273,8 @@ class TextEncoders:
                 encoder = PromptStatesEncoder(net, tokenizer, enc.max_length, spec.official_crop, jit)
             elif spec.output == POOLED:
                 encoder = PooledEncoder(net, tokenizer, jit)
+            elif key == TEXT_ENCODER_KEYS[1]:  # a second encoder's states: the model's text_pooled
+                encoder = SecondStatesEncoder(net, tokenizer, jit)
             else:
                 encoder = StatesEncoder(net, tokenizer, jit)
             parts.append((key, enc.name, encoder))

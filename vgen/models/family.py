@@ -86,7 +86,10 @@ POOLED = "pooled"  # one [dim] vector per caption (CLIP's pooled output)
 class TextEncoderSpec:
     build: Callable  # () -> the encoder Cell, declared (see layers/init.py)
     dim: int
-    tokenizer: str = "t5"  # t5 (sentencepiece / tokenizers files) | llama | clip (tokenizer.json)
+    # 'module:Class' of its tokenizer, called (path, max_length), and the files it reads (a directory
+    # given as model.<key>.tokenizer is searched for them in this order)
+    tokenizer: str = "vgen.models.text.t5:T5Tokenizer"
+    tokenizer_files: Tuple[str, ...] = ("tokenizer.json", "spiece.model")
     output: str = STATES  # STATES | PROMPT_STATES | POOLED
     # PROMPT_STATES: the official crop_start of the templates (they hold for the Llama-3 tokenizer
     # only); otherwise the crop is counted with the tokenizer given (the tiny test tokenizers)

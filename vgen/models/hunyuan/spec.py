@@ -9,18 +9,21 @@ from ..family import (POOLED, PROMPT_STATES, FamilySpec, SPCore, SPPlan, TextEnc
                       lazy, official_first)
 from .config import HunyuanConfig, HunyuanVAEConfig
 
+LLAMA_TOKENIZER, CLIP_TOKENIZER = "vgen.models.text.llama:LlamaTokenizer", "vgen.models.text.clip:CLIPTokenizer"
 HUNYUAN_VAE_SCALE = 0.476986  # the official vae config's scaling_factor; no shift
 TEXT_ENCODERS = {
     # text_encoder: hidden_states[-3] of the templated prompt, 256 states after the crop
     "llava-llama-3-8b": TextEncoderSpec(lazy("vgen.models.text.llama:build_encoder", "llava-llama-3-8b"), 4096,
-                                        "llama", PROMPT_STATES, official_crop=True),
+                                        LLAMA_TOKENIZER, ("tokenizer.json",), PROMPT_STATES,
+                                        official_crop=True),
     # 512 ids: room for a byte-level test tokenizer (256 bytes, Llama-3's special tokens, merges)
     "llama-tiny": TextEncoderSpec(lazy("vgen.models.text.llama:build_encoder", "tiny", vocab_size=512), 32,
-                                  "llama", PROMPT_STATES),
+                                  LLAMA_TOKENIZER, ("tokenizer.json",), PROMPT_STATES),
     # text_encoder_2: the pooled output (vector_in)
     "clip-vit-large-patch14": TextEncoderSpec(lazy("vgen.models.text.clip:build_encoder", "clip-vit-large-patch14"),
-                                              768, "clip", POOLED, max_positions=77),
-    "clip-tiny": TextEncoderSpec(lazy("vgen.models.text.clip:build_encoder", "tiny"), 32, "clip", POOLED,
+                                              768, CLIP_TOKENIZER, ("tokenizer.json",), POOLED, max_positions=77),
+    "clip-tiny": TextEncoderSpec(lazy("vgen.models.text.clip:build_encoder", "tiny"), 32, CLIP_TOKENIZER,
+                                 ("tokenizer.json",), POOLED,
                                  max_positions=16),
 }
 VAES = {

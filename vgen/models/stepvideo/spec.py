@@ -1,14 +1,29 @@
-"""Step-Video-T2V as a declared family: schema, checks, blocks, SP plan, LoRA targets and the
-official-weights adapter. Its frozen encoders (Step-LLM, HunyuanCLIP, VAE v2) are declared as they
-land; until then the family trains on cached or synthetic latents and text."""
+"""Step-Video-T2V as a declared family: schema, checks, blocks, SP plan, LoRA targets, its frozen text
+encoders (Step-LLM, HunyuanCLIP) and the official-weights adapters. The VAE v2 is declared as it
+lands; until then the family trains on cached or synthetic latents."""
 from ...config.validate import check_sp_heads
-from ..family import FamilySpec, SPCore, SPPlan, WeightsAdapter, lazy, official_first
+from ..adapters import keep_under
+from ..family import STATES, FamilySpec, SPCore, SPPlan, TextEncoderSpec, WeightsAdapter, lazy, official_first
 from .config import StepVideoConfig
 
 # the attention and FFN Linears of every block (ours: no LoRA recipe is published)
 LORA_TARGETS = ("transformer_blocks.*.attn1.wqkv", "transformer_blocks.*.attn1.wo", "transformer_blocks.*.attn2.wq",
                 "transformer_blocks.*.attn2.wkv", "transformer_blocks.*.attn2.wo",
                 "transformer_blocks.*.ff.net.0.proj", "transformer_blocks.*.ff.net.2")
+STEP_TOKENIZER = ("vgen.models.text.step_llm:StepTokenizer", ("step1_chat_tokenizer.model",))
+BERT_TOKENIZER = ("vgen.models.text.bert:BertTokenizer", ("vocab.txt",))
+TEXT_ENCODERS = {
+    # text_encoder: Step-LLM's last hidden states [320, 6144] (no final norm), sqrt-ALiBi causal attention
+    "step-llm": TextEncoderSpec(lazy("vgen.models.text.step_llm:build_encoder", "step-llm"), 6144, *STEP_TOKENIZER,
+                                STATES),
+    "step-llm-tiny": TextEncoderSpec(lazy("vgen.models.text.step_llm:build_encoder", "tiny", hidden_size=32,
+                                          num_heads=4, num_groups=2), 32, *STEP_TOKENIZER, STATES),
+    # text_encoder_2: HunyuanCLIP (BERT) last hidden states [77, 1024], the DiT's clip states
+    "hunyuan-clip": TextEncoderSpec(lazy("vgen.models.text.bert:build_encoder", "hunyuan-clip"), 1024, *BERT_TOKENIZER,
+                                    STATES, max_positions=512),
+    "hunyuan-clip-tiny": TextEncoderSpec(lazy("vgen.models.text.bert:build_encoder", "tiny"), 16, *BERT_TOKENIZER,
+                                         STATES, max_positions=16),
+}
 VAE_CHUNK = (17, 3)  # VAE v2 encodes 17-frame chunks to 3 latent frames
 VAE_COMPRESSION = (8, 16, 16)
 VAE_CHANNELS = 64
@@ -35,7 +50,17 @@ FAMILY = FamilySpec(
     # cross-attention reads the whole text on every rank (local)
     sp=SPPlan((SPCore("transformer_blocks.*.attn1.core"),)),
     lora_targets=LORA_TARGETS,
+    text_encoders=TEXT_ENCODERS,
     weights=(WeightsAdapter("stepvideo", lazy("vgen.models.stepvideo.dit:build_stepvideo_dit"),
                             official_first("Step-Video-T2V", lazy("vgen.models.stepvideo.dit:preset_names")),
-                            about="the StepVideoModel state dict (transformer/*.safetensors, bare names)"),),
+                            about="the StepVideoModel state dict (transformer/*.safetensors, bare names)"),
+             WeightsAdapter("step_llm", lazy("vgen.models.text.step_llm:build_encoder"),
+                            official_first("step-llm", lazy("vgen.models.text.step_llm:config_names")),
+                            about="Step-LLM's Step1Model state dict (step_llm/*.safetensors, bare names)"),
+             WeightsAdapter("hunyuan_clip", lazy("vgen.models.text.bert:build_encoder"),
+                            official_first("hunyuan-clip", lazy("vgen.models.text.bert:config_names")),
+                            unwrap=keep_under(("bert.", ""), keep=("embeddings.", "encoder.")),
+                            tied=("embeddings.position_ids",),
+                            about="HunyuanCLIP's BertModel (hunyuan_clip/clip_text_encoder; bert.* keys, the "
+                                  "pooler dropped)")),
 )

@@ -112,6 +112,15 @@ def apply_rope(x, cos, sin):
 
 # ---- layers -----------------------------------------------------------------------------------
 
+def repeat_kv_heads(x, groups: int):
+    """[B, Hkv, N, D] -> [B, Hkv * groups, N, D], each kv head repeated for its `groups` consecutive
+    query heads (transformers' repeat_kv, torch's repeat_interleave on the head dim)."""
+    if groups == 1:
+        return x
+    b, hkv, n, d = x.shape
+    return ops.broadcast_to(x[:, :, None], (b, hkv, groups, n, d)).reshape(b, hkv * groups, n, d)
+
+
 class LlamaAttention(nn.Cell):
     """Grouped-query self-attention: key/value head j serves query heads j*G .. j*G+G-1 (transformers'
     repeat_kv), G = num_heads / num_kv_heads."""
@@ -128,12 +137,7 @@ class LlamaAttention(nn.Cell):
         self.o_proj = Linear(num_heads * head_dim, hidden_size, bias=False, init=normal(init_std))
 
     def repeat_kv(self, x):
-        """[B, Hkv, N, D] -> [B, H, N, D], each kv head repeated for its G consecutive query heads."""
-        b, hkv, n, d = x.shape
-        groups = self.num_heads // hkv
-        if groups == 1:
-            return x
-        return ops.broadcast_to(x[:, :, None], (b, hkv, groups, n, d)).reshape(b, hkv * groups, n, d)
+        return repeat_kv_heads(x, self.num_heads // self.num_kv_heads)
 
     def construct(self, x, cos, sin, bias):
         q = apply_rope(split_heads(self.q_proj(x), self.num_heads), cos, sin)
