@@ -85,3 +85,16 @@ def test_fill_gives_sharded_parameters_their_segments_only(tmp_path):
     np.testing.assert_array_equal(got["proj_out.weight"], local_segment(init_value(p_out, "proj_out.weight", 3), 3, 2))
     assert got["proj_out.weight"].shape == (-(-int(np.prod(shapes["proj_out.weight"])) // 3),)
     np.testing.assert_array_equal(got["transformer_blocks.0.attn1.wo.weight"], 0.5)  # whole, from the file
+
+
+def test_sharded_checkpoint_lists_its_shapes(arrays, tmp_path):
+    from vgen.train.checkpoint import CheckpointReader, CheckpointWriter, INDEX_FILE, shard_file
+
+    w = CheckpointWriter(tmp_path, 1).begin()
+    params = {n: {"shape": list(a.shape), "numel": int(a.size), "shard": -(-int(a.size) // 2)} for n, a in arrays.items()}
+    w.write_json(INDEX_FILE, {"format": "vgen-sharded-1", "shards": 2, "kinds": ["model"], "params": params})
+    w.write("buffers.safetensors", {"buf": np.ones(3, np.float32)})
+    for r in range(2):
+        w.write(shard_file(r, 2), {f"model/{n}": local_segment(a, 2, r) for n, a in arrays.items()})
+    src = CheckpointReader(w.commit({"step": 1}, keep_last=3)).weights("model")
+    assert src.shapes == {**{n: a.shape for n, a in arrays.items()}, "buf": (3,)}

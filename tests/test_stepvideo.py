@@ -274,3 +274,16 @@ def test_text_cache_holds_both_encoders_states(tmp_path):
         np.testing.assert_allclose(z["text_emb"], direct["text_emb"][0], atol=1e-5)
         np.testing.assert_array_equal(z["mask"], direct["text_mask"][0])
         np.testing.assert_allclose(z["text_pooled"], direct["text_pooled"][0], atol=1e-5)
+
+
+def test_split_marks_the_padding_of_lengths_that_do_not_divide():
+    from vgen.parallel.comm import Group
+    from vgen.parallel.sequence import SequenceSplit
+
+    x = Tensor(np.arange(10, dtype=np.float32).reshape(1, 5, 2))
+    for rank, valid in ((0, [1, 1, 1]), (1, [1, 1, 0])):  # 5 tokens over 2 ranks: 3 + 2 and a pad
+        split = SequenceSplit(Group("sp", (0, 1), rank), axis=1)
+        np.testing.assert_array_equal(split.valid(5, ms.float32).asnumpy(), valid)
+        want = np.concatenate([x.asnumpy(), np.zeros((1, 1, 2), np.float32)], 1)[:, 3 * rank:3 * rank + 3]
+        np.testing.assert_array_equal(split(x).asnumpy(), want)
+    assert SequenceSplit(Group("sp", (0, 1), 1), axis=1).valid(6, ms.float32).asnumpy().tolist() == [1, 1, 1]

@@ -34,7 +34,9 @@ class SequenceSplit(nn.Cell):
     def valid(self, length: int, dtype):
         """1 for this rank's real positions, 0 for padding ([chunk])."""
         c = self.chunk(length)
-        return self(ops.ones((length,), dtype)) if c * self.n != length else ops.ones((c,), dtype)
+        if c * self.n == length:
+            return ops.ones((c,), dtype)
+        return ops.narrow(_pad_to(ops.ones((length,), dtype), 0, c * self.n), 0, self.rank * c, c)
 
 
 class SequenceGather(nn.Cell):

@@ -208,6 +208,14 @@ class ShardedWeights:
 
             self.buffers = SafetensorsWeights(reader.path / "buffers.safetensors")
 
+    @property
+    def shapes(self) -> Dict[str, tuple]:
+        """{name: full shape} of every entry."""
+        out = {n: tuple(m["shape"]) for n, m in self.params.items()}
+        if self.buffers is not None:
+            out.update(self.buffers.shapes)
+        return out
+
     def has(self, name: str) -> bool:
         return name in self.params or (self.buffers is not None and self.buffers.has(name))
 
