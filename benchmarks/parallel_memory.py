@@ -16,14 +16,13 @@ Targets: ZeRO-3 model states at N workers within 1.15 x (single / N); SP2 activa
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _util import run_ranks  # noqa: E402  (beside this script)
 
 COMMON = ["data=synthetic", "data.num_samples=16", "schedule.batch_size=1", "schedule.log_every=1",
           "schedule.ckpt_every=100000", "schedule.ema_decay=0.9999", "progress=false"]
@@ -90,21 +89,8 @@ def launch(name: str, model: str, extra: list, steps: int, root: Path) -> dict:
     out = root / name
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, VGEN_BENCH_CONFIG=json.dumps([workers, zero, sp, model, extra]))
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    # flags msrun cannot take for abbreviations of its own (it would read --worker as --worker_num)
     script = [str(Path(__file__).resolve()), "--bench-out", str(out), "--bench-steps", str(steps)]
-    if workers == 1:
-        cmd = [sys.executable, *script]
-    else:
-        from vgen.parallel.launch import msrun_command
-
-        one_node = SimpleNamespace(workers=workers, nodes=1, node_rank=0, master_addr="127.0.0.1", master_port=0)
-        cmd = msrun_command(one_node, out / "logs", *script)
-    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if r.returncode:
-        logs = "".join(p.read_text()[-3000:] for p in sorted((out / "logs").glob("worker_*.log")))
-        raise SystemExit(f"{name} failed ({r.returncode}):\n{r.stderr[-3000:]}\n{logs}")
-    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(workers)]
+    ranks = run_ranks(script, workers, out, env, name)
     return {"workers": workers, "ranks": ranks}
 
 

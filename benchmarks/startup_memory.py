@@ -15,14 +15,13 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _util import run_ranks  # noqa: E402  (beside this script)
 
 
 def rss_mb() -> float:
@@ -87,20 +86,7 @@ def launch(args, workers: int, pretrained: Path, root: Path) -> list:
     out = root / f"w{workers}"
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, VGEN_BENCH_OVERRIDES=json.dumps(overrides(args, str(pretrained), workers)))
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    script = [str(Path(__file__).resolve()), "--bench-out", str(out)]
-    if workers == 1:
-        cmd = [sys.executable, *script]
-    else:
-        from vgen.parallel.launch import msrun_command
-
-        one_node = SimpleNamespace(workers=workers, nodes=1, node_rank=0, master_addr="127.0.0.1", master_port=0)
-        cmd = msrun_command(one_node, out / "logs", *script)
-    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if r.returncode:
-        logs = "".join(p.read_text()[-3000:] for p in sorted((out / "logs").glob("worker_*.log")))
-        raise SystemExit(f"{workers} workers failed ({r.returncode}):\n{r.stderr[-3000:]}\n{logs}")
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(workers)]
+    return run_ranks([str(Path(__file__).resolve()), "--bench-out", str(out)], workers, out, env, f"{workers} workers")
 
 
 def main():

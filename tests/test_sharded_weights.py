@@ -42,18 +42,25 @@ def test_flat_segment_reads_only_the_rows_it_needs():
     assert asked == [(3, 6)]  # elements 15..29: rows 3..5, not the whole tensor
 
 
+def write_sharded(root, arrays, shards):
+    """A checkpoint in the trainer's sharded format, as `shards` ranks write it (plus a buffer)."""
+    from vgen.train.checkpoint import INDEX_FILE, CheckpointWriter, shard_file
+
+    w = CheckpointWriter(root, 5).begin()
+    params = {n: {"shape": list(a.shape), "numel": int(a.size), "shard": -(-int(a.size) // shards)}
+              for n, a in arrays.items()}
+    w.write_json(INDEX_FILE, {"format": "vgen-sharded-1", "shards": shards, "kinds": ["model"], "params": params})
+    w.write("buffers.safetensors", {"buf": np.ones(3, np.float32)})
+    for r in range(shards):
+        w.write(shard_file(r, shards), {f"model/{n}": local_segment(a, shards, r) for n, a in arrays.items()})
+    return w.commit({"step": 5}, keep_last=3)
+
+
 def test_sharded_checkpoint_read_at_other_shard_counts(arrays, tmp_path):
     """A checkpoint written by 4 ranks (the trainer's sharded format) read back by 2 and 3 ranks."""
-    from vgen.train.checkpoint import CheckpointReader, CheckpointWriter, INDEX_FILE, shard_file
+    from vgen.train.checkpoint import CheckpointReader
 
-    w = CheckpointWriter(tmp_path, 5).begin()
-    params = {n: {"shape": list(a.shape), "numel": int(a.size), "shard": -(-int(a.size) // 4)} for n, a in arrays.items()}
-    w.write_json(INDEX_FILE, {"format": "vgen-sharded-1", "shards": 4, "kinds": ["model"], "params": params})
-    w.write("buffers.safetensors", {"buf": np.ones(3, np.float32)})
-    for r in range(4):
-        w.write(shard_file(r, 4), {f"model/{n}": local_segment(a, 4, r) for n, a in arrays.items()})
-    path = w.commit({"step": 5}, keep_last=3)
-    src = CheckpointReader(path).weights("model")
+    src = CheckpointReader(write_sharded(tmp_path, arrays, 4)).weights("model")
     for shards in (1, 2, 3):
         for name, whole in arrays.items():
             for rank in range(shards):
@@ -88,13 +95,7 @@ def test_fill_gives_sharded_parameters_their_segments_only(tmp_path):
 
 
 def test_sharded_checkpoint_lists_its_shapes(arrays, tmp_path):
-    from vgen.train.checkpoint import CheckpointReader, CheckpointWriter, INDEX_FILE, shard_file
+    from vgen.train.checkpoint import CheckpointReader
 
-    w = CheckpointWriter(tmp_path, 1).begin()
-    params = {n: {"shape": list(a.shape), "numel": int(a.size), "shard": -(-int(a.size) // 2)} for n, a in arrays.items()}
-    w.write_json(INDEX_FILE, {"format": "vgen-sharded-1", "shards": 2, "kinds": ["model"], "params": params})
-    w.write("buffers.safetensors", {"buf": np.ones(3, np.float32)})
-    for r in range(2):
-        w.write(shard_file(r, 2), {f"model/{n}": local_segment(a, 2, r) for n, a in arrays.items()})
-    src = CheckpointReader(w.commit({"step": 1}, keep_last=3)).weights("model")
+    src = CheckpointReader(write_sharded(tmp_path, arrays, 2)).weights("model")
     assert src.shapes == {**{n: a.shape for n, a in arrays.items()}, "buf": (3,)}

@@ -32,7 +32,7 @@ from ..layers.init import normal
 from ..layers.linear import Linear
 from ..layers.norms import RMSNorm
 from .llama import attention_with_bias, repeat_kv_heads
-from .t5 import Embedding
+from .t5 import Embedding, framed
 
 NEG_INF = -1e9
 
@@ -187,11 +187,5 @@ class StepTokenizer:
         """texts (str or list) -> {"input_ids", "attention_mask"}: int32 numpy arrays [B, max_length]."""
         if isinstance(texts, str):
             texts = [texts]
-        length = max_length or self.max_length
-        ids = np.full((len(texts), length), self.PAD, np.int32)
-        mask = np.zeros((len(texts), length), np.int32)
-        for row, pieces in enumerate(self._sp.encode(list(texts), out_type=int)):
-            seq = [self.BOS] + list(pieces)[:length - 2] + [self.EOS]
-            ids[row, :len(seq)] = seq
-            mask[row, :len(seq)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+        return framed(self._sp.encode(list(texts), out_type=int), max_length or self.max_length, self.PAD,
+                      head=(self.BOS,), tail=(self.EOS,))

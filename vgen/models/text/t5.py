@@ -225,6 +225,20 @@ class T5Encoder(nn.Cell):
 
 # ---- tokenizer --------------------------------------------------------------------------------
 
+def framed(pieces, length: int, pad_id: int, head=(), tail=()) -> dict:
+    """Token pieces per text -> {"input_ids", "attention_mask"} int32 [B, length]: head + the pieces
+    cut to fit + tail, right-padded with pad_id; mask 1 on everything but the padding."""
+    pieces = list(pieces)
+    ids = np.full((len(pieces), length), pad_id, np.int32)
+    mask = np.zeros((len(pieces), length), np.int32)
+    room = length - len(head) - len(tail)
+    for row, p in enumerate(pieces):
+        seq = list(head) + list(p)[:room] + list(tail)
+        ids[row, :len(seq)] = seq
+        mask[row, :len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 class T5Tokenizer:
     """T5's tokenizer with HF's `padding="max_length", truncation=True` behaviour: the text's pieces,
     cut to max_length - 1, then `</s>`, then `<pad>` up to max_length; mask 1 on text and `</s>`.
@@ -277,14 +291,7 @@ class T5Tokenizer:
         """texts (str or list) -> {"input_ids", "attention_mask"}: int32 numpy arrays [B, max_length]."""
         if isinstance(texts, str):
             texts = [texts]
-        length = max_length or self.max_length
-        ids = np.full((len(texts), length), self.pad_id, np.int32)
-        mask = np.zeros((len(texts), length), np.int32)
-        for row, pieces in enumerate(self._encode(list(texts))):
-            seq = list(pieces)[:length - 1] + [self.eos_id]
-            ids[row, :len(seq)] = seq
-            mask[row, :len(seq)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+        return framed(self._encode(list(texts)), max_length or self.max_length, self.pad_id, tail=(self.eos_id,))
 
 
 def build_encoder(name: str, **overrides) -> "T5Encoder":
