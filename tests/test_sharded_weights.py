@@ -99,3 +99,32 @@ def test_sharded_checkpoint_lists_its_shapes(arrays, tmp_path):
 
     src = CheckpointReader(write_sharded(tmp_path, arrays, 2)).weights("model")
     assert src.shapes == {**{n: a.shape for n, a in arrays.items()}, "buf": (3,)}
+
+
+def test_a_sharded_safetensors_checkpoint_reads_as_one(arrays, tmp_path, cw):
+    """Official checkpoints ship as several files + an index.json: the trainer's source and the
+    converter read them as one (by a directory or by the index)."""
+    import json
+
+    from vgen.models.weights import WeightsError
+
+    names = sorted(arrays)
+    parts = {"model-00001-of-00002.safetensors": names[:2], "model-00002-of-00002.safetensors": names[2:]}
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    for file, part in parts.items():
+        save_file({n: arrays[n] for n in part}, str(folder / file))
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {n: f for f, part in parts.items() for n in part}}))
+    for where in (folder, index):
+        src = SafetensorsWeights(where)
+        assert set(src.shapes) == set(arrays)
+        for name, whole in arrays.items():
+            np.testing.assert_array_equal(src.whole(name), whole)
+            np.testing.assert_array_equal(src.segment(name, 3, 1), local_segment(whole, 3, 1))
+        source = cw.open_source(where, allow_pickle=False)
+        assert sorted(source.keys()) == names and np.array_equal(source.read(names[0]), arrays[names[0]])
+        source.close()
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(WeightsError, match="missing file"):
+        SafetensorsWeights(index)

@@ -290,7 +290,7 @@ def test_frozen_view_holds_under_zero3_sources():
     with declare_only():
         net = ToyAutoencoder()
     materialize(net, seed=2)
-    for _, cell in net.cells_and_names():  # as shard_parameters walks the net
+    for _, cell in net.cells_and_names():  # as install_gathers walks the net
         if isinstance(cell, ShardableLayer):
             cell.sources = Sources()
             for attr in cell.shardable:

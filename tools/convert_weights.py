@@ -13,7 +13,8 @@ finds the state dict inside the official container, renames official names to ou
 differ (the SD VAE's original LDM names), reshapes where layouts differ (LDM's 1x1 attention
 convs), and drops tied duplicates (T5's encoder.embed_tokens.weight = shared.weight).
 
-Inputs: `.safetensors` are read directly (no code runs). `.pt` / `.pth` / `.bin` / `.ckpt` are Python
+Inputs: `.safetensors` are read directly (no code runs), one file or a sharded checkpoint (a directory
+of them, or its `*.safetensors.index.json`, as the Step-Video DiT and Step-LLM ship). `.pt` / `.pth` / `.bin` / `.ckpt` are Python
 pickles, and unpickling an untrusted file can run arbitrary code: they are read only with
 `--allow-pickle` (which needs torch; torch.load runs with weights_only=True where torch supports it).
 
@@ -94,27 +95,42 @@ def expected_layout(target: str, preset: Optional[str] = None) -> List[Tuple[str
 # ---- reading checkpoints ---------------------------------------------------------------------
 
 class SafetensorsSource:
+    """One .safetensors file, a directory of them or a sharded checkpoint's index.json."""
+
     def __init__(self, path: Path):
         importlib.import_module("mindspore")  # registers numpy's bfloat16, needed to read BF16 tensors
         from safetensors import safe_open
 
-        self._file = safe_open(str(path), framework="numpy")
-        self._handle = self._file.__enter__()
+        from vgen.models.weights import WeightsError, safetensors_files
+
+        try:
+            files = safetensors_files(path)
+        except WeightsError as e:
+            raise ConversionError(str(e))
+        self._files = [safe_open(str(f), framework="numpy") for f in files]
+        self._handles = {}
+        for f in self._files:
+            handle = f.__enter__()
+            for key in handle.keys():
+                if key in self._handles:
+                    raise ConversionError(f"{path}: {key} is stored twice")
+                self._handles[key] = handle
 
     def keys(self) -> List[str]:
-        return list(self._handle.keys())
+        return list(self._handles)
 
     def shape(self, key: str) -> Tuple[int, ...]:
-        return tuple(int(d) for d in self._handle.get_slice(key).get_shape())
+        return tuple(int(d) for d in self._handles[key].get_slice(key).get_shape())
 
     def dtype_tag(self, key: str) -> str:
-        return self._handle.get_slice(key).get_dtype()
+        return self._handles[key].get_slice(key).get_dtype()
 
     def read(self, key: str) -> np.ndarray:
-        return self._handle.get_tensor(key)
+        return self._handles[key].get_tensor(key)
 
     def close(self):
-        self._file.__exit__(None, None, None)
+        for f in self._files:
+            f.__exit__(None, None, None)
 
 
 def flatten_tensors(obj, is_tensor, prefix: str = "") -> Dict[str, object]:
@@ -191,6 +207,8 @@ class TorchPickleSource:
 
 def open_source(path: Path, allow_pickle: bool):
     suffix = path.suffix.lower()
+    if path.is_dir() or path.name.endswith(".safetensors.index.json"):  # a sharded safetensors checkpoint
+        return SafetensorsSource(path)
     if not path.is_file():
         raise ConversionError(f"checkpoint not found: {path}")
     if suffix in SAFETENSORS_SUFFIXES:
@@ -400,7 +418,8 @@ def main(argv=None) -> int:
     ap.add_argument("family", metavar="model", choices=sorted(adapters()),
                     help="what the checkpoint holds: " + "; ".join(f"{n}: {a.about}" for n, a in
                                                                   sorted(adapters().items())))
-    ap.add_argument("checkpoint", type=Path, help="the official .safetensors or .pt / .pth / .bin file")
+    ap.add_argument("checkpoint", type=Path, help="the official .safetensors (a file, a directory of them or a "
+                                                  "sharded checkpoint's index.json) or .pt / .pth / .bin / .ckpt file")
     ap.add_argument("out", type=Path, help="the safetensors file to write (written atomically)")
     ap.add_argument("--allow-pickle", action="store_true",
                     help="read PyTorch pickles (.pt/.pth/.bin) with torch.load(weights_only=True); only for "

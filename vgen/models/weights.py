@@ -1,4 +1,5 @@
 """Moving weights between a net and safetensors files under the official parameter names."""
+import json
 import logging
 from pathlib import Path
 from typing import Dict, Iterable
@@ -88,30 +89,66 @@ def flat_segment(read_rows, shape, shards: int, rank: int) -> np.ndarray:
     return out
 
 
+def safetensors_files(path) -> list:
+    """The files of a safetensors checkpoint: one file, a directory of them (its *.index.json's
+    files when it has one, else every *.safetensors), or an index.json (transformers' / diffusers'
+    sharded checkpoints: {"weight_map": {name: file}})."""
+    path = Path(path)
+    if path.is_dir():
+        indexes = sorted(path.glob("*.safetensors.index.json"))
+        if len(indexes) == 1:
+            path = indexes[0]
+        else:
+            files = sorted(path.glob("*.safetensors"))
+            if not files:
+                raise WeightsError(f"{path} holds no .safetensors files")
+            return files
+    if path.name.endswith(".json"):
+        try:
+            weight_map = json.loads(path.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError) as e:
+            raise WeightsError(f"{path}: not a safetensors index (a JSON with weight_map): {e}") from e
+        files = [path.parent / f for f in sorted(set(weight_map.values()))]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise WeightsError(f"{path} names missing file(s) {missing[:3]}")
+        return files
+    if not path.is_file():
+        raise WeightsError(f"weights not found: {path} (a .safetensors file, a directory of them or an index.json)")
+    return [path]
+
+
 class SafetensorsWeights:
-    """A safetensors file read one tensor, or one flat segment of a tensor, at a time (no whole-file
-    load); `prefix` selects the entries "<prefix><name>" (e.g. "adam_m." of optimizer.safetensors)."""
+    """A safetensors checkpoint (one file or several: see safetensors_files) read one tensor, or one
+    flat segment of a tensor, at a time (no whole-file load); `prefix` selects the entries
+    "<prefix><name>" (e.g. "adam_m." of optimizer.safetensors)."""
 
     def __init__(self, path, prefix: str = ""):
         from safetensors import safe_open
 
         self.path, self.prefix = str(path), prefix
-        self._file = safe_open(self.path, framework="numpy")
-        self._f = self._file.__enter__()
-        self.shapes = {k[len(prefix):]: tuple(self._f.get_slice(k).get_shape()) for k in self._f.keys()
-                       if k.startswith(prefix)}
+        self._handles, self.shapes = {}, {}
+        for file in safetensors_files(path):
+            handle = safe_open(str(file), framework="numpy").__enter__()
+            for key in handle.keys():
+                if key.startswith(prefix):
+                    name = key[len(prefix):]
+                    if name in self._handles:
+                        raise WeightsError(f"{self.path}: {key} is stored twice")
+                    self._handles[name] = handle
+                    self.shapes[name] = tuple(handle.get_slice(key).get_shape())
 
     def has(self, name: str) -> bool:
         return name in self.shapes
 
     def whole(self, name: str) -> np.ndarray:
-        return np.asarray(self._f.get_tensor(self.prefix + name), np.float32)
+        return np.asarray(self._handles[name].get_tensor(self.prefix + name), np.float32)
 
     def segment(self, name: str, shards: int, rank: int) -> np.ndarray:
         shape = self.shapes[name]
         if not len(shape):
             return flat_segment(lambda a, b: self.whole(name), shape, shards, rank)
-        sl = self._f.get_slice(self.prefix + name)
+        sl = self._handles[name].get_slice(self.prefix + name)
         return flat_segment(lambda a, b: sl[a:b], shape, shards, rank)
 
 

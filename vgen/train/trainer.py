@@ -93,9 +93,10 @@ class Trainer:
             check_layout(str(self.resume_from), *layout_problems(expected, ckpt.shapes), strict=True)
             sources.append(ckpt)
         if cfg.model.pretrained and (reader is None or lora.rank > 0):
-            if not Path(cfg.model.pretrained).is_file():
-                raise WeightsError(f"weights file not found: {cfg.model.pretrained} (model.pretrained)")
-            pretrained = SafetensorsWeights(cfg.model.pretrained)
+            try:
+                pretrained = SafetensorsWeights(cfg.model.pretrained)
+            except WeightsError as e:
+                raise WeightsError(f"model.pretrained: {e}") from e
             base = loadable(net, skip=set(adapter_names(net)) if lora.rank > 0 else set())
             check_layout(cfg.model.pretrained, *layout_problems(base, pretrained.shapes, family.init_only), strict=True)
             sources.append(pretrained)
