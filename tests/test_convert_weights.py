@@ -159,3 +159,26 @@ def test_llama_decoder_out_of_its_containers(cw, tmp_path, prefix):
     _, got = converted(cw, "llama", "tiny", ckpt, tmp_path)
     for name, value in state.items():
         np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_hunyuan_clip_out_of_its_bert_prefix(cw, tmp_path):
+    """HunyuanCLIP's released BertModel: bert.* keys, a pooler and (older exports) position_ids."""
+    net = declared(cw, "hunyuan_clip", "tiny")
+    state = random_state(net, 7)
+    ckpt = {f"bert.{n}": a for n, a in state.items()}
+    ckpt["bert.pooler.dense.weight"] = np.ones((16, 16), np.float32)
+    ckpt["bert.embeddings.position_ids"] = np.arange(16, dtype=np.int64)[None]
+    summary, got = converted(cw, "hunyuan_clip", "tiny", ckpt, tmp_path)
+    assert summary["dropped"] == 2
+    for name, value in state.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("target", ["step_llm", "stepvideo"])
+def test_step_video_state_dicts_convert_bare(cw, tmp_path, target):
+    preset = "tiny"
+    net = declared(cw, target, preset)
+    state = random_state(net, 8)
+    _, got = converted(cw, target, preset, dict(state), tmp_path)
+    for name, value in state.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
