@@ -95,42 +95,32 @@ def expected_layout(target: str, preset: Optional[str] = None) -> List[Tuple[str
 # ---- reading checkpoints ---------------------------------------------------------------------
 
 class SafetensorsSource:
-    """One .safetensors file, a directory of them or a sharded checkpoint's index.json."""
+    """One .safetensors file, a directory of them or a sharded checkpoint's index.json, read tensor by
+    tensor in its stored dtype."""
 
     def __init__(self, path: Path):
         importlib.import_module("mindspore")  # registers numpy's bfloat16, needed to read BF16 tensors
-        from safetensors import safe_open
-
-        from vgen.models.weights import WeightsError, safetensors_files
+        from vgen.models.weights import SafetensorsWeights, WeightsError
 
         try:
-            files = safetensors_files(path)
+            self._weights = SafetensorsWeights(path)
         except WeightsError as e:
             raise ConversionError(str(e))
-        self._files = [safe_open(str(f), framework="numpy") for f in files]
-        self._handles = {}
-        for f in self._files:
-            handle = f.__enter__()
-            for key in handle.keys():
-                if key in self._handles:
-                    raise ConversionError(f"{path}: {key} is stored twice")
-                self._handles[key] = handle
 
     def keys(self) -> List[str]:
-        return list(self._handles)
+        return list(self._weights.shapes)
 
     def shape(self, key: str) -> Tuple[int, ...]:
-        return tuple(int(d) for d in self._handles[key].get_slice(key).get_shape())
+        return tuple(int(d) for d in self._weights.shapes[key])
 
     def dtype_tag(self, key: str) -> str:
-        return self._handles[key].get_slice(key).get_dtype()
+        return self._weights.dtype_tag(key)
 
     def read(self, key: str) -> np.ndarray:
-        return self._handles[key].get_tensor(key)
+        return self._weights.raw(key)
 
     def close(self):
-        for f in self._files:
-            f.__exit__(None, None, None)
+        self._weights = None
 
 
 def flatten_tensors(obj, is_tensor, prefix: str = "") -> Dict[str, object]:

@@ -27,7 +27,7 @@ from mindspore import Tensor, nn
 
 from .family import POOLED, PROMPT_STATES, STATES, TextEncoderSpec, VAESpec, resolve
 from .layers.init import declare_only, materialize
-from .weights import WeightsError, load_safetensors
+from .weights import SafetensorsWeights, WeightsError, check_layout, fill_parameters, layout_problems, loadable
 
 log = logging.getLogger("vgen")
 VIDEO_TEMPLATE, IMAGE_TEMPLATE = "dit-llm-encode-video", "dit-llm-encode"
@@ -98,11 +98,15 @@ def build_frozen(build: Callable[[], nn.Cell], name: str, path: Optional[str], s
     """The encoder with its weights (strict), or seeded random weights for a tiny one; frozen."""
     with declare_only():
         net = build()
-    materialize(net, seed)
-    if path:
-        load_safetensors(net, _weights_file(path, what), strict=True)
+    if path:  # read tensor by tensor; nothing is initialised that the file then overwrites
+        file = _weights_file(path, what)
+        src = SafetensorsWeights(file)
+        check_layout(file, *layout_problems(loadable(net), src.shapes), strict=True)
+        fill_parameters(net, seed, [src])
     elif not name.endswith("-tiny"):
         raise WeightsError(f"{what} {name} needs its weights: set its `path` to the converted safetensors")
+    else:
+        materialize(net, seed)
     for p in net.get_parameters():
         p.requires_grad = False
     net.set_train(False)

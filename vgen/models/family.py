@@ -234,16 +234,10 @@ class Family:
 
     def blocks_by_kind(self) -> Dict[str, list]:
         """{kind: [block Cell, ...]} resolved from the spec's module paths."""
-        return {kind: [b for path in paths for b in module_at(self.net, path)]
+        from .layers.paths import cell_at  # the net is built: MindSpore is loaded
+
+        return {kind: [b for path in paths for b in cell_at(self.net, path)]
                 for kind, paths in self.spec.blocks.items()}
 
     def blocks(self) -> list:
         return [b for kind in self.blocks_by_kind().values() for b in kind]
-
-
-def module_at(net, path: str):
-    """The sub-cell at a dotted attribute path (e.g. "encoder.down_blocks")."""
-    cell = net
-    for part in path.split("."):
-        cell = getattr(cell, part)
-    return cell

@@ -141,8 +141,15 @@ class SafetensorsWeights:
     def has(self, name: str) -> bool:
         return name in self.shapes
 
+    def raw(self, name: str) -> np.ndarray:
+        """The tensor as stored (its own dtype)."""
+        return self._handles[name].get_tensor(self.prefix + name)
+
+    def dtype_tag(self, name: str) -> str:
+        return self._handles[name].get_slice(self.prefix + name).get_dtype()
+
     def whole(self, name: str) -> np.ndarray:
-        return np.asarray(self._handles[name].get_tensor(self.prefix + name), np.float32)
+        return np.asarray(self.raw(name), np.float32)
 
     def segment(self, name: str, shards: int, rank: int) -> np.ndarray:
         shape = self.shapes[name]
@@ -172,8 +179,9 @@ def fill_parameters(net: nn.Cell, seed: int, sources=(), sharded=frozenset(), sh
 
 
 def load_safetensors(net: nn.Cell, path: str, strict: bool = True, optional: Iterable[str] = ()) -> None:
-    from safetensors.numpy import load_file
-
-    if not Path(path).is_file():
-        raise WeightsError(f"weights file not found: {path} (model.pretrained)")
-    load_arrays(net, load_file(path), path, strict, optional)
+    """Copy a safetensors checkpoint (file, directory or index.json) into a net, one tensor at a time."""
+    src = SafetensorsWeights(path)
+    check_layout(str(path), *layout_problems(loadable(net), src.shapes, optional), strict)
+    for name, p in named_params(net):
+        if not is_derived(p) and src.has(name):
+            p.set_data(Tensor(src.whole(name)))

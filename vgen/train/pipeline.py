@@ -13,7 +13,6 @@ from .datasets import build_data
 from .encoding import OnlineEncoders
 
 
-
 class DataPipeline:
     def __init__(self, cfg, family, dp: int, dp_rank: int):
         self.family = family
