@@ -23,7 +23,7 @@ from mindspore import Tensor, nn, ops
 from ..layers.attention import AttentionCore, merge_heads
 from ..layers.embeddings import sinusoid_freqs, timestep_embedding
 from ..layers.init import declare_only, new_param, normal, uniform_fan_in, xavier_uniform, zeros
-from ..layers.linear import GELUTanh, Linear
+from ..layers.linear import GELUTanh, Linear, SiLU
 from ..layers.modulation import split_rows, t2i_modulate
 from ..layers.norms import LayerNorm, RMSNorm
 from ..layers.seams import GatherSeam, SplitSeam
@@ -72,16 +72,22 @@ class PatchEmbed(nn.Cell):
         return self.proj(x)
 
 
-class TimestepEmbedding(nn.Cell):
-    """linear_1 -> SiLU -> linear_2 on a 256-d sinusoid (diffusers' names)."""
+class TwoLinear(nn.Cell):
+    """linear_1 -> activation -> linear_2 (diffusers' TimestepEmbedding with SiLU, and PixArt's
+    caption projection with tanh-GELU)."""
 
-    def __init__(self, in_channels: int, dim: int):
+    def __init__(self, in_features: int, dim: int, act: nn.Cell):
         super().__init__()
-        self.linear_1 = Linear(in_channels, dim)
+        self.linear_1 = Linear(in_features, dim)
+        self.act = act
         self.linear_2 = Linear(dim, dim)
 
     def construct(self, x):
-        return self.linear_2(ops.silu(self.linear_1(x)))
+        return self.linear_2(self.act(self.linear_1(x)))
+
+
+def timestep_embedding_mlp(in_channels: int, dim: int) -> TwoLinear:
+    return TwoLinear(in_channels, dim, SiLU())
 
 
 class CombinedTimestepSizeEmbeddings(nn.Cell):
@@ -91,12 +97,12 @@ class CombinedTimestepSizeEmbeddings(nn.Cell):
     def __init__(self, dim: int, use_additional_conditions: bool):
         super().__init__()
         self.freqs = Tensor(sinusoid_freqs(256))
-        self.timestep_embedder = TimestepEmbedding(256, dim)
+        self.timestep_embedder = timestep_embedding_mlp(256, dim)
         self.use_additional_conditions = use_additional_conditions
         if use_additional_conditions:
-            self.resolution_embedder = TimestepEmbedding(256, dim // 2)
-            self.nframe_embedder = TimestepEmbedding(256, dim)
-            self.fps_embedder = TimestepEmbedding(256, dim)
+            self.resolution_embedder = timestep_embedding_mlp(256, dim // 2)
+            self.nframe_embedder = timestep_embedding_mlp(256, dim)
+            self.fps_embedder = timestep_embedding_mlp(256, dim)
 
     def _sinusoid(self, v, dtype):
         return timestep_embedding(v, self.freqs).astype(dtype)
@@ -121,18 +127,6 @@ class AdaLayerNormSingle(nn.Cell):
         """(the 6 x dim block modulation, the embedded timestep of the final layer)."""
         embedded = self.emb(t.astype(ms.float32) * TIME_STEP_RESCALE, dtype, resolution, nframe, fps)
         return self.linear(ops.silu(embedded)), embedded
-
-
-class TextProjection(nn.Cell):
-    """PixArtAlphaTextProjection: linear_1 -> tanh-GELU -> linear_2."""
-
-    def __init__(self, in_features: int, dim: int):
-        super().__init__()
-        self.linear_1 = Linear(in_features, dim)
-        self.linear_2 = Linear(dim, dim)
-
-    def construct(self, x):
-        return self.linear_2(ops.gelu(self.linear_1(x), approximate="tanh"))
 
 
 # ---- rotary position embedding --------------------------------------------------------------------
@@ -297,7 +291,7 @@ class StepVideoDiT(nn.Cell):
         self.adaln_single = AdaLayerNormSingle(dim, use_additional_conditions)
         self.clip_projection = Linear(clip_channels, dim)
         self.caption_norm = LayerNorm(caption_channels, 1e-6, affine=False)
-        self.caption_projection = TextProjection(caption_channels, dim)
+        self.caption_projection = TwoLinear(caption_channels, dim, GELUTanh())  # PixArtAlphaTextProjection
         self.rope = Rope3D(rope_split, rope_theta)
         # where image tokens (with their RoPE rows) may be split across workers and gathered again;
         # the text (keys of the cross-attention) stays whole on every rank
