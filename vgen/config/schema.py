@@ -134,12 +134,26 @@ class VideoDataConfig(DataConfig):
 
 
 @dataclass
+class DPOConfig:
+    """A preference stage (objectives/dpo.py): the CSV's rows are (caption, chosen video, rejected
+    video), the chosen clip in data.video_column, the rejected one in `rejected_column`."""
+
+    enabled: bool = False
+    beta: float = 5000.0  # ours (Diffusion-DPO's SD 1.5 value); Step-Video's is not published
+    # auto: adapters_off with LoRA (the base with its adapters skipped, no extra memory), else
+    # frozen_copy (a second, frozen model from model.pretrained; ZeRO-3 shards it like the model)
+    reference: str = "auto"
+    rejected_column: str = "rejected"
+
+
+@dataclass
 class TrainConfig:
     model: Any = MISSING
     data: Any = MISSING
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
     seed: int = 42
     run_dir: Optional[str] = None  # default: <runs_root>/<experiment or model-data>/<overrides>
     runs_root: str = "runs"

@@ -67,6 +67,27 @@ def check_family(cfg: DictConfig, err) -> None:
             f"{sorted(spec.blocks)}")
 
 
+DPO_REFERENCES = ("auto", "adapters_off", "frozen_copy")
+
+
+def check_dpo(cfg: DictConfig, err) -> None:
+    o = cfg.get("dpo")
+    if o is None or not o.enabled:
+        return
+    if o.beta <= 0:
+        err(f"dpo.beta={o.beta}: must be > 0")
+    if o.reference not in DPO_REFERENCES:
+        err(f"dpo.reference={o.reference!r}: expected one of {list(DPO_REFERENCES)}")
+    elif o.reference == "adapters_off" and cfg.model.lora.rank < 1:
+        err("dpo.reference=adapters_off needs LoRA adapters (model.lora.rank > 0); without LoRA use frozen_copy")
+    if cfg.data.kind != "video":
+        err(f"dpo.enabled: preference pairs come from a video CSV (data=video with data.csv_path listing "
+            f"caption, chosen and rejected clips); data.kind={cfg.data.kind!r}")
+    if cfg.model.objective.get("kind") != "rectified_flow":
+        err(f"dpo.enabled: model {cfg.model.name} trains with {cfg.model.objective.get('kind')}; the preference "
+            f"loss is defined here for flow-matching families (HunyuanVideo, Step-Video)")
+
+
 def validate(cfg: DictConfig) -> None:
     errors: List[str] = []
     err = errors.append
@@ -123,6 +144,7 @@ def validate(cfg: DictConfig) -> None:
         err(f"data.num_samples={d.num_samples}: must be >= 1")
 
     check_family(cfg, err)
+    check_dpo(cfg, err)
 
     if cfg.resume not in ("auto", "none") and not os.path.isdir(cfg.resume):
         err(f"resume={cfg.resume!r}: expected auto, none or an existing checkpoint directory")

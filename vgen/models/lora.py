@@ -30,6 +30,7 @@ the adapters. The adapter Linears are ShardableLayers: a ZeRO-3 plan shards them
 (the frozen base weights stay whole).
 """
 import fnmatch
+from contextlib import contextmanager
 from typing import Dict, List, Sequence, Tuple, Union
 
 import mindspore as ms
@@ -59,8 +60,11 @@ class LoRALinear(Linear):
         self.lora_down = Linear(self.in_features, self.rank, bias=False, init=uniform_fan_in(self.in_features))
         self.lora_up = Linear(self.rank, self.out_features, bias=False, init=zeros)
         self.lora_dropout = nn.Dropout(p=dropout) if dropout > 0 else None
+        self.enabled = True  # False: the base layer alone (a compiled graph keeps the value it saw)
 
     def construct(self, x):
+        if not self.enabled:
+            return super().construct(x)
         h = x if self.lora_dropout is None else self.lora_dropout(x)
         return super().construct(x) + self.lora_up(self.lora_down(h)) * self.scale
 
@@ -131,6 +135,21 @@ def apply_lora(net: nn.Cell, rank: int, alpha: float, targets: Union[str, Sequen
     for _, p in named_params(net):
         p.requires_grad = id(p) in adapters
     return paths
+
+
+@contextmanager
+def adapters_disabled(net: nn.Cell):
+    """Within it the net computes as its base (every adapter skipped), e.g. the frozen reference of
+    a preference stage. A graph compiled within it keeps the base path, one compiled outside keeps
+    the adapters: call each compiled function always inside, or always outside."""
+    layers = [layer for _, layer in lora_layers(net)]
+    for layer in layers:
+        layer.enabled = False
+    try:
+        yield net
+    finally:
+        for layer in layers:
+            layer.enabled = True
 
 
 def adapter_params(net: nn.Cell) -> List:
@@ -225,5 +244,5 @@ def describe(net: nn.Cell) -> Dict[str, int]:
     return {"layers": len(lora_layers(net)), "trainable": trainable, "frozen": total - trainable}
 
 
-__all__ = ["LoRALinear", "apply_lora", "lora_state", "load_lora", "merge_lora", "lora_layers",
+__all__ = ["LoRALinear", "apply_lora", "adapters_disabled", "lora_state", "load_lora", "merge_lora", "lora_layers",
            "adapter_names", "adapter_params", "select_targets", "describe"]

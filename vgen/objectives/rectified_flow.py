@@ -36,8 +36,8 @@ class RectifiedFlowLoss(nn.Cell):
         self.data_at_one = data_at_one
         self.timestep_scale = timestep_scale
 
-    def construct(self, batch):
-        x0, noise, s = batch["latent"], batch["noise"], batch["t"]
+    def error(self, x0, noise, s, batch):
+        """Per-sample MSE [B] of the velocity predicted at the path point of (x0, noise, s)."""
         sb = s.reshape((-1,) + (1,) * (x0.ndim - 1))
         x_s = (1.0 - sb) * x0 + sb * noise
         if self.data_at_one:
@@ -47,6 +47,9 @@ class RectifiedFlowLoss(nn.Cell):
             v = self.denoise(self.net, x_s, s * self.timestep_scale, batch)
             target = noise - x0
         return ((v - target) ** 2).reshape(x0.shape[0], -1).mean(-1)
+
+    def construct(self, batch):
+        return self.error(batch["latent"], batch["noise"], batch["t"], batch)
 
 
 class RectifiedFlow:

@@ -80,7 +80,7 @@ class StepBatchBuilder:
         """Every random draw of a micro-batch (besides the data set's own reading: clip windows and
         latent sampling, keyed the same way), from generators keyed by (seed, step, sample, stream)."""
         family = self.family
-        streams = ["timestep", "noise", "text_drop", "vae_noise", *family.spec.streams]
+        streams = ["timestep", "noise", "text_drop", "vae_noise", "vae_noise_rejected", *family.spec.streams]
         rngs = sample_rngs(self.seed, step, positions, streams)
         out = {}
         if "latent" in batch:
@@ -88,7 +88,9 @@ class StepBatchBuilder:
         else:  # clips: the latent shape their VAE gives, and its sampling noise
             _, _, t, h, w = batch["video"].shape
             latent_shape = family.latent.latent_shape(t, h, w)
-            out["vae_noise"] = np.stack([r.standard_normal(latent_shape, dtype=np.float32) for r in rngs["vae_noise"]])
+            keys = ["vae_noise"] + (["vae_noise_rejected"] if "video_rejected" in batch else [])  # DPO pairs
+            for key in keys:
+                out[key] = np.stack([r.standard_normal(latent_shape, dtype=np.float32) for r in rngs[key]])
         out.update(family.objective.draw(rngs, latent_shape, step))
         out["text_drop"] = np.array([r.random() < self.text_dropout for r in rngs["text_drop"]])
         if family.draw is not None:

@@ -23,10 +23,12 @@ class OnlineEncoders:
         return self.vae.encode_video(video, self.frames_per_call)
 
     def __call__(self, batch: dict) -> dict:
-        if "video" in batch and "latent" not in batch:
-            mean, std = self._encode_video(Tensor(batch["video"]))
-            s = self.latent_spec
-            batch["latent"] = ((mean.asnumpy() + std.asnumpy() * batch["vae_noise"]) - s.shift) * s.scale
+        for suffix in ("", "_rejected"):  # a preference pair's rejected clip too
+            if "video" + suffix in batch and "latent" + suffix not in batch:
+                mean, std = self._encode_video(Tensor(batch["video" + suffix]))
+                s = self.latent_spec
+                batch["latent" + suffix] = ((mean.asnumpy() + std.asnumpy() * batch["vae_noise" + suffix])
+                                            - s.shift) * s.scale
         if "caption" in batch and "text_emb" not in batch:
             # dropped captions arrive as "" (the data set's empty_text): encoded like text/empty.npz
             out = self.text_encoders(list(batch["caption"]), batch.get("is_image"))

@@ -21,6 +21,7 @@ from ..models.lora import adapter_names, apply_lora
 from ..models.registry import build_family
 from ..models.weights import (SafetensorsWeights, WeightsError, check_layout, fill_parameters, layout_problems,
                               loadable)
+from ..objectives.dpo import FlowDPO
 from ..parallel.comm import barrier
 from ..parallel.mesh import Mesh
 from ..parallel.plan import parallelize, sharded_names
@@ -31,6 +32,7 @@ from .lr import lr_at
 from .metrics import MetricsLog
 from .pipeline import DataPipeline
 from .precision import LossScaler, resolve_precision
+from .reference import build_reference
 from .step import TrainStep
 
 log = logging.getLogger("vgen")
@@ -63,6 +65,8 @@ class Trainer:
         self.device = setup_device(cfg.device)
         self.policy = resolve_precision(cfg.precision.dtype, self.device, cfg.model.dtype_exempt)
         self.family = family = build_family(cfg.model)
+        if cfg.dpo.enabled:  # a preference stage on the family's flow matching
+            family.objective = FlowDPO(family.objective, cfg.dpo.beta)
         net = family.net
         self.resume_from = self._checkpoint_to_resume()
         reader = ckpt_io.CheckpointReader(self.resume_from) if self.resume_from else None
@@ -121,6 +125,7 @@ class Trainer:
         self.step_fn = TrainStep(family.make_loss_cell(), self.buckets, sync=self.sync, beta1=s.beta1,
                                  beta2=s.beta2, eps=s.eps, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
                                  loss_scaling=self.policy.loss_scaling, jit=cfg.jit)
+        self.reference = build_reference(cfg, family, self.mesh, self._cast_model) if cfg.dpo.enabled else None
         return self
 
     def _cast_model(self, net):
@@ -171,6 +176,13 @@ class Trainer:
         s = self.cfg.schedule
         return lr_at(update, s.lr, s.warmup_steps, s.lr_schedule, s.decay_steps or s.max_steps, s.min_lr)
 
+    def _inputs(self, micro) -> dict:
+        """The loss cell's named inputs; in a preference stage with the reference's errors."""
+        inputs = self.data.inputs(micro)
+        if self.reference is not None:
+            inputs["ref_error"] = self.reference(inputs)
+        return inputs
+
     def run(self) -> dict:
         cfg, s, mesh = self.cfg, self.cfg.schedule, self.mesh
         if mesh.is_main:
@@ -207,11 +219,11 @@ class Trainer:
                 hyper = (f32(lr), f32(1 - s.beta1 ** step), f32(1 - s.beta2 ** step), f32(s.ema_decay))
                 scale, inv_scale = f32(self.scaler.scale), f32(1.0 / self.scaler.scale)
                 if s.grad_accum == 1:
-                    loss, norm = self.step_fn.fused(hyper, scale, inv_scale, self.data.inputs(batch.micro[0]))
+                    loss, norm = self.step_fn.fused(hyper, scale, inv_scale, self._inputs(batch.micro[0]))
                 else:
                     local = 0.0
                     for mb in batch.micro:
-                        local += float(self.step_fn.micro(scale, f32(1.0 / s.grad_accum), inv_scale, self.data.inputs(mb)))
+                        local += float(self.step_fn.micro(scale, f32(1.0 / s.grad_accum), inv_scale, self._inputs(mb)))
                     loss, norm = self.step_fn.finish_accumulated(hyper, f32(local / s.grad_accum))
                 loss, norm = float(loss), float(norm)
                 t1 = time.perf_counter()

@@ -2,12 +2,17 @@
 decoded clips (encoded online) or cached latents / text embeddings."""
 from ..data.buckets import BucketSampler
 from ..data.cached_video import build_video_dataset
+from ..data.preference import build_preference_dataset
 from ..data.sampler import GlobalBatchSampler
 
 
 def build_video_data(cfg, family, dp: int):
     d, s = cfg.data, cfg.schedule
-    dataset = build_video_dataset(d, family.text, family.latent, model=cfg.model.name)
+    dpo = cfg.get("dpo")
+    if dpo is not None and dpo.enabled:  # (caption, chosen, rejected) rows
+        dataset = build_preference_dataset(d, dpo.rejected_column, family.text, family.latent, model=cfg.model.name)
+    else:
+        dataset = build_video_dataset(d, family.text, family.latent, model=cfg.model.name)
     if dataset.buckets is None:
         return dataset, GlobalBatchSampler(len(dataset), s.batch_size, dp, s.grad_accum, cfg.seed, shuffle=d.shuffle)
     sampler = BucketSampler(dataset.buckets, dataset.frames, dataset.heights, dataset.widths, dp=dp,
