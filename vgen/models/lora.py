@@ -27,7 +27,7 @@ they are declared too (vgen-inspect lists them, `materialize` fills them by name
 materialized net they are filled at once from the same (seed, name) rule. Everything else in the
 net is frozen (requires_grad False), so trainers that train `requires_grad` parameters train only
 the adapters. The adapter Linears are ShardableLayers: a ZeRO-3 plan shards them like any layer
-(the frozen base weights stay whole).
+(and the frozen base weights with them, so a 30B base is never whole on a rank).
 """
 import fnmatch
 from contextlib import contextmanager

@@ -14,7 +14,7 @@ from typing import Dict, Set
 import numpy as np
 from mindspore import nn
 
-from ..models.layers.init import named_params
+from ..models.layers.init import is_buffer, named_params
 from ..models.layers.sharding import Gathered, ShardableLayer
 from .comm import AllGather
 
@@ -38,15 +38,16 @@ class Sources(nn.Cell):
 
 
 def shardable_names(net: nn.Cell) -> Set[str]:
-    """The parameters ZeRO-3 shards: every trainable parameter of every ShardableLayer (parameters
-    model code reads directly, frozen ones and buffers stay whole)."""
+    """The parameters ZeRO-3 shards: every weight of every ShardableLayer, trained or frozen (a LoRA
+    base, a frozen reference: no rank holds a 30B base whole); parameters model code reads directly
+    and buffers stay whole."""
     names = {id(p): n for n, p in named_params(net)}
     out = set()
     for _, cell in net.cells_and_names():
         if isinstance(cell, ShardableLayer):
             for attr in cell.shardable:
                 p = getattr(cell, attr, None)
-                if p is not None and p.requires_grad:
+                if p is not None and not is_buffer(p):
                     out.add(names[id(p)])
     return out
 

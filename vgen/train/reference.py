@@ -49,7 +49,7 @@ def frozen_copy(cfg, mesh, cast):
     """A second, frozen family net with the run's starting weights, parallelized as the model is."""
     copy = build_family(cfg.model)
     shapes = {n: tuple(q.shape) for n, q in named_params(copy.net)}
-    sharded = sharded_names(copy, mesh, cfg.parallel)  # before freezing: ZeRO-3 picks trainable layers
+    sharded = sharded_names(copy, mesh, cfg.parallel)
     sources = [SafetensorsWeights(cfg.model.pretrained)] if cfg.model.pretrained else []
     fill_parameters(copy.net, cfg.seed, sources, sharded, mesh.size, mesh.rank)
     parallelize(copy, mesh, cfg.parallel, shapes, sharded)
