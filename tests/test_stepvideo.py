@@ -190,6 +190,16 @@ def test_sampler_is_the_official_euler_schedule():
     np.testing.assert_allclose(out.asnumpy(), np.full((1, 2), official[-1] - official[0]), rtol=1e-5)
 
 
+def test_sampling_settings_of_base_and_turbo():
+    """Base: 50 steps, shift 13, CFG 9; Turbo (same DiT): 15 steps, shift 17, CFG 5."""
+    for model, want in (("stepvideo", (50, 13.0, 9.0)), ("stepvideo_turbo", (15, 17.0, 5.0))):
+        cfg = compose([f"model={model}"]).model
+        flow = RectifiedFlow.from_config(cfg.objective)
+        assert (flow.sampling_steps, flow.sample_shift, flow.cfg_scale) == want
+        np.testing.assert_allclose(flow.sigmas(), shift_sigma(np.linspace(1, 0, want[0] + 1), want[1]))
+        assert (cfg.depth, cfg.num_heads, cfg.in_channels) == (48, 48, 64)
+
+
 # ---- training --------------------------------------------------------------------------------------
 
 @pytest.mark.slow
