@@ -414,11 +414,19 @@ def build_video_dataset(data, text_spec=None, latent_spec=None, *, model: Option
     for key, value in modes.items():
         if value not in ("online", "cache"):
             raise DataError(f"data.{key}={value!r}: expected online or cache")
-    latents_cached, text_cached = modes["latents"] == "cache", modes["text"] == "cache"
     buckets = make_buckets(data)
     # cached latents need no video files, only their metadata (CSV columns, or probed earlier)
-    records, root, problems = read_video_records(data, check_files=not latents_cached, metadata=buckets is not None)
+    records, root, problems = read_video_records(data, check_files=modes["latents"] != "cache",
+                                                 metadata=buckets is not None)
+    return clip_dataset(data, records, root, problems, buckets, text_spec, latent_spec, model=model,
+                        text_weights=text_weights, vae_weights=vae_weights)
+
+
+def clip_dataset(data, records, root: str, problems: List[Problem], buckets, text_spec=None, latent_spec=None, *,
+                 model=None, text_weights=None, vae_weights=None) -> VideoDataset:
+    """The data set of these records once their problems are settled (failed on, or skipped)."""
     settle_problems(data.csv_path, problems, bool(data.get("skip_bad", False)))
+    latents_cached, text_cached = data.get("latents") == "cache", data.get("text") == "cache"
     common = dict(csv_path=data.csv_path, root=root, num_frames=data.num_frames, resolution=data.resolution,
                   frame_stride=data.frame_stride, target_fps=data.get("target_fps"), buckets=buckets,
                   skipped_rows=len(problems))

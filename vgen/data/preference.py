@@ -16,8 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from .cached_video import (CachedVideoDataset, VideoDataset, cache_name, duplicate_names, make_buckets,
-                           settle_problems, strides_or_problems)
+from .cached_video import (VideoDataset, cache_name, clip_dataset, duplicate_names, make_buckets,
+                           strides_or_problems)
 from .errors import DataError
 from .video_records import VideoRecord, fill_metadata, read_records
 
@@ -117,18 +117,9 @@ class PreferenceDataset:
 def build_preference_dataset(data, rejected_column: str, text_spec=None, latent_spec=None, *, model=None,
                              text_weights=None, vae_weights=None) -> PreferenceDataset:
     """The pairs of data.csv_path over their clips, cached or online as data.latents / data.text say."""
-    latents_cached, text_cached = data.get("latents") == "cache", data.get("text") == "cache"
     buckets = make_buckets(data)
-    records, pairs, root, problems = read_pairs(data, rejected_column, check_files=not latents_cached,
+    records, pairs, root, problems = read_pairs(data, rejected_column, check_files=data.get("latents") != "cache",
                                                 metadata=buckets is not None)
-    settle_problems(data.csv_path, problems, bool(data.get("skip_bad", False)))
-    common = dict(csv_path=data.csv_path, root=root, num_frames=data.num_frames, resolution=data.resolution,
-                  frame_stride=data.frame_stride, target_fps=data.get("target_fps"), buckets=buckets,
-                  skipped_rows=len(problems))
-    if latents_cached or text_cached:
-        clips = CachedVideoDataset(records, cache_dir=data.get("cache_dir"), text_spec=text_spec,
-                                   latent_spec=latent_spec, latents=latents_cached, text=text_cached, model=model,
-                                   text_weights=text_weights, vae_weights=vae_weights, **common)
-    else:
-        clips = VideoDataset(records, **common)
+    clips = clip_dataset(data, records, root, problems, buckets, text_spec, latent_spec, model=model,
+                         text_weights=text_weights, vae_weights=vae_weights)
     return PreferenceDataset(clips, pairs)
