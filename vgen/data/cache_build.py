@@ -156,11 +156,23 @@ def _progress(cfg, rank: int, total: int, unit: str):
     return tqdm(total=total, unit=unit, disable=not cfg.progress or rank != 0, dynamic_ncols=True, file=sys.stderr)
 
 
+def clip_records(cfg, check_files: bool):
+    """(records, root, problems) of the clips to encode: the CSV's rows, or with dpo.enabled the
+    distinct clips of its preference pairs (each once, with its pairs' caption)."""
+    if cfg.get("dpo") is not None and cfg.dpo.enabled:
+        from ..data.preference import read_pairs
+
+        records, _, root, problems = read_pairs(cfg.data, cfg.dpo.rejected_column, check_files=check_files,
+                                                metadata=False)
+        return records, root, problems
+    return read_video_records(cfg.data, check_files=check_files, metadata=False)
+
+
 def run_text(cfg, options: dict, rank: int = 0, world: int = 1) -> Summary:
     """Text embeddings of this rank's rows into <cache_dir>/text/ (and text/empty.npz on rank 0)."""
     d = cfg.data
     summary = Summary("text")
-    records, root, problems = read_video_records(d, check_files=False, metadata=False)  # no video needed
+    records, root, problems = clip_records(cfg, check_files=False)  # no video needed
     _csv_problems(cfg, problems, summary, rank)
     folder = text_folder(d.cache_dir)
     manifest = text_cache_manifest(cfg.model, options["dtype"])
@@ -222,7 +234,7 @@ def run_vae(cfg, options: dict, rank: int = 0, world: int = 1) -> Summary:
     d, vcfg = cfg.data, cfg.model.vae
     spec = vae_spec(vcfg.name)
     summary = Summary("vae")
-    records, root, problems = read_video_records(d, check_files=True, metadata=False)
+    records, root, problems = clip_records(cfg, check_files=True)
     _csv_problems(cfg, problems, summary, rank)
     buckets = make_buckets(d)
     weights = encoder_weights_id(vcfg, "vae")
