@@ -105,3 +105,22 @@ def test_without_learned_sigma_loss_is_mse():
     x0, noise, t, out = _case(2)
     loss = IDDPM(learn_sigma=False).loss_cell(FixedOutput(out[:, :4]))(batch(x0, noise, t))
     np.testing.assert_allclose(loss.asnumpy(), ((noise - out[:, :4]) ** 2).reshape(4, -1).mean(1), rtol=1e-5)
+
+
+def test_vb_at_t0_and_t1_in_the_tails():
+    """At t = 0 the variance is ~1e-4, so the bins sit 2-10 standard deviations from the mean: the
+    likelihood lives in the CDF's tails, where a tanh-based fp32 CDF rounds to 1 and every bin
+    collapses onto the 1e-12 clamp. The vb term (loss - mse) against float64 numpy at t = 0 and 1."""
+    rng = np.random.default_rng(3)
+    shape = (4, 2, 4, 4)
+    x0 = np.clip(rng.standard_normal((2, *shape)), -1, 1).astype(np.float32)  # ~30% exactly +-1: the edge bins
+    noise = rng.standard_normal((2, *shape)).astype(np.float32)
+    eps = noise + rng.normal(0, 3.0, noise.shape).astype(np.float32)  # means 0-10 std from x0
+    var_v = rng.uniform(-1, 1, noise.shape).astype(np.float32)
+    out = np.concatenate([eps, var_v], 1)
+    t = np.array([0, 1], np.int32)
+    got = IDDPM().loss_cell(FixedOutput(out))(batch(x0, noise, t)).asnumpy()
+    want = reference_loss(x0, noise, t, out)
+    mse = ((noise - eps).astype(np.float64) ** 2).reshape(2, -1).mean(1)
+    assert want[0] - mse[0] < 27.0  # the t = 0 term did not collapse onto -log2(1e-12) = 39.9
+    np.testing.assert_allclose(got - mse, want - mse, rtol=1e-4)

@@ -1,6 +1,7 @@
 """IDDPM (improved DDPM) as OpenSora 1.0/1.1 train it: linear betas over 1000 steps, epsilon
 prediction, learned-range variance trained by the variational bound with the mean detached;
-loss = MSE(eps) + VLB (in bits), t ~ U{0..T-1}. Tables are computed in float64 and used in fp32.
+loss = MSE(eps) + VLB (in bits), t ~ U{0..T-1}. Tables are computed in float64 and used in fp32
+(Open-Sora 1.1 computes its training tables in fp32: ours differ from its tables by fp32 rounding).
 """
 import math
 
@@ -47,19 +48,32 @@ class DiffusionTables:
         return Tensor(getattr(self, name).astype(np.float32))
 
 
+def cdf_logit(x):
+    """The official tanh approximation of the normal CDF, 0.5 (1 + tanh(u)), is sigmoid(2 u): this
+    returns 2 u. The sigmoid form is the same function, computed accurately (MindSpore's CPU tanh
+    is off by ~1e-4 from |u| = 4 and rounds to exactly 1 near 5, which collapsed the t = 0
+    likelihood onto its clamp) and with each tail available as sigmoid(-2u) without cancellation."""
+    return (2.0 * math.sqrt(2.0 / math.pi)) * (x + 0.044715 * x * x * x)
+
+
 def approx_standard_normal_cdf(x):
-    return 0.5 * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+    return ops.sigmoid(cdf_logit(x))
 
 
 def discretized_gaussian_log_likelihood(x, means, log_scales):
-    """Log-likelihood of data in [-1, 1] discretised to 256 bins under N(means, exp(log_scales)^2)."""
+    """Log-likelihood of data in [-1, 1] discretised to 256 bins under N(means, exp(log_scales)^2),
+    as the official (same approximation, same 1e-12 clamps) without fp32 cancellation: the upper
+    tail 1 - cdf is sigmoid(-z), and a bin above the mean is the difference of upper tails."""
     centered = x - means
     inv_stdv = ops.exp(-log_scales)
-    cdf_plus = approx_standard_normal_cdf(inv_stdv * (centered + 1.0 / 255.0))
-    cdf_min = approx_standard_normal_cdf(inv_stdv * (centered - 1.0 / 255.0))
+    z_plus = cdf_logit(inv_stdv * (centered + 1.0 / 255.0))
+    z_min = cdf_logit(inv_stdv * (centered - 1.0 / 255.0))
+    cdf_plus = ops.sigmoid(z_plus)
+    one_minus_cdf_min = ops.sigmoid(-z_min)
+    delta = ops.where(z_min > 0, one_minus_cdf_min - ops.sigmoid(-z_plus), cdf_plus - ops.sigmoid(z_min))
     log_cdf_plus = ops.log(ops.clamp(cdf_plus, min=1e-12))
-    log_one_minus_cdf_min = ops.log(ops.clamp(1.0 - cdf_min, min=1e-12))
-    log_delta = ops.log(ops.clamp(cdf_plus - cdf_min, min=1e-12))
+    log_one_minus_cdf_min = ops.log(ops.clamp(one_minus_cdf_min, min=1e-12))
+    log_delta = ops.log(ops.clamp(delta, min=1e-12))
     return ops.where(x < -0.999, log_cdf_plus, ops.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
 
