@@ -1,9 +1,10 @@
 """Step-Video-T2V as a declared family: schema, checks, blocks, SP plan, LoRA targets, its frozen text
-encoders (Step-LLM, HunyuanCLIP) and the official-weights adapters. The VAE v2 is declared as it
-lands; until then the family trains on cached or synthetic latents."""
+encoders (Step-LLM, HunyuanCLIP), its frozen VAE v2 (17-frame chunks -> 3 latents, 16x16, 64
+channels, latents not normalised) and the official-weights adapters."""
 from ...config.validate import check_sp_heads
 from ..adapters import keep_under
-from ..family import STATES, FamilySpec, SPCore, SPPlan, TextEncoderSpec, WeightsAdapter, lazy, official_first
+from ..family import (STATES, FamilySpec, SPCore, SPPlan, TextEncoderSpec, VAESpec, WeightsAdapter, lazy,
+                      official_first)
 from .config import StepVideoConfig
 
 # the attention and FFN Linears of every block (ours: no LoRA recipe is published)
@@ -27,6 +28,21 @@ TEXT_ENCODERS = {
 VAE_CHUNK = (17, 3)  # VAE v2 encodes 17-frame chunks to 3 latent frames
 VAE_COMPRESSION = (8, 16, 16)
 VAE_CHANNELS = 64
+VAES = {
+    # the released vae_v2.safetensors; latents as they come (scale 1, no shift)
+    "stepvideo-vae-v2": VAESpec(lazy("vgen.models.stepvideo.vae:video_vae", "v2"), VAE_CHANNELS, VAE_COMPRESSION, 1.0),
+    # the same code at 2.7M parameters with stepvideo_tiny's 8 latent channels (tests, CPU runs)
+    "stepvideo-vae-tiny": VAESpec(lazy("vgen.models.stepvideo.vae:video_vae", "tiny"), 8, VAE_COMPRESSION, 1.0),
+}
+
+
+def vae_name(name: str) -> str:
+    """The released VAE stores decoder.conv_out.{weight,bias}, which the model (and the official
+    loader, init_from_ckpt) has as decoder.conv_out.conv.*."""
+    prefix = "decoder.conv_out."
+    if name.startswith(prefix) and not name.startswith(prefix + "conv."):
+        return prefix + "conv." + name[len(prefix):]
+    return name
 
 
 def check(m, cfg, err):
@@ -50,7 +66,7 @@ FAMILY = FamilySpec(
     # cross-attention reads the whole text on every rank (local)
     sp=SPPlan((SPCore("transformer_blocks.*.attn1.core"),)),
     lora_targets=LORA_TARGETS,
-    text_encoders=TEXT_ENCODERS,
+    text_encoders=TEXT_ENCODERS, vaes=VAES,
     weights=(WeightsAdapter("stepvideo", lazy("vgen.models.stepvideo.dit:build_stepvideo_dit"),
                             official_first("Step-Video-T2V", lazy("vgen.models.stepvideo.dit:preset_names")),
                             about="the StepVideoModel state dict (transformer/*.safetensors, bare names)"),
@@ -62,5 +78,9 @@ FAMILY = FamilySpec(
                             unwrap=keep_under(("bert.", ""), keep=("embeddings.", "encoder.")),
                             tied=("embeddings.position_ids",),
                             about="HunyuanCLIP's BertModel (hunyuan_clip/clip_text_encoder; bert.* keys, the "
-                                  "pooler dropped)")),
+                                  "pooler dropped)"),
+             WeightsAdapter("stepvideo_vae", lazy("vgen.models.stepvideo.vae:build_stepvideo_vae"),
+                            official_first("v2", lazy("vgen.models.stepvideo.vae:preset_names")), rename=vae_name,
+                            about="VAE v2 (vae/vae_v2.safetensors, bare names; decoder.conv_out.* -> "
+                                  "decoder.conv_out.conv.*)")),
 )
