@@ -3,6 +3,7 @@ whole encode / decode against a float64 numpy reference written from the officia
 (stepvideo/vae/vae.py); causality and chunking; spatial tiling; the converter; vgen-cache vae and
 a short training run on the caches (model=stepvideo_tiny)."""
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ import vgen.models.stepvideo.vae as sv
 from conftest import layout_lines
 from vgen.models.layers.init import count_params, declare_only, materialize, named_params
 from vgen.models.weights import net_arrays
+from vgen.runtime import setup_device
 
+setup_device("auto")  # before any kernel runs: the cache tool and the trainer select the device too
 RTOL, ATOL = 1e-4, 1e-5
 
 
@@ -427,3 +430,154 @@ def test_converter_renames_the_official_conv_out(cw, tmp_path):
         np.testing.assert_array_equal(got[name], value, err_msg=name)
     expected, _ = cw.model_layout("stepvideo_vae")  # the default preset is the official one
     assert [f"{n} {list(s)}" for n, s in expected] == layout_lines("stepvideo_vae_v2.txt")
+
+
+# ---- vgen-cache vae and training on the caches (model=stepvideo_tiny) ------------------------------
+
+RES = (32, 32)  # 2 x 2 latents
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """3 quickstart clips (40, 24 and 48 frames: 2, 1 and 2 chunks at stride 1) and an image, with
+    tiny Step-LLM (sentencepiece) and BERT (WordPiece) tokenizers trained on their captions."""
+    import importlib.util
+
+    import pandas as pd
+
+    spm = pytest.importorskip("sentencepiece")
+    from conftest import REPO
+
+    root = tmp_path_factory.mktemp("stepvideo_cache")
+    spec = importlib.util.spec_from_file_location("make_quickstart_data", REPO / "tools" / "make_quickstart_data.py")
+    quickstart = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quickstart)
+    csv_path = Path(quickstart.build(str(root / "data"), num=3, seed=0, num_images=1))
+    captions = list(pd.read_csv(csv_path)["caption"])
+    words = sorted({w for c in captions for w in str(c).lower().replace(",", " ").replace(".", " ").split()})
+    (root / "bert").mkdir()
+    (root / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
+    (root / "step").mkdir()
+    with open(root / "step" / "step1_chat_tokenizer.model", "wb") as f:
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(captions * 8), model_writer=f, vocab_size=40,
+                                       model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                       hard_vocab_limit=False, minloglevel=2)
+    rows = pd.read_csv(csv_path).to_dict("records")
+    return {"root": root, "csv": csv_path, "rows": rows}
+
+
+def cache_overrides(clips, *more):
+    r = clips["root"]
+    return ["model=stepvideo_tiny", "model.depth=1", "data=video", f"data.csv_path={clips['csv']}",
+            f"data.cache_dir={r / 'cache'}", f"model.text_encoder.tokenizer={r / 'step'}",
+            f"model.text_encoder_2.tokenizer={r / 'bert'}", "data.frame_stride=1", "data.num_frames=17",
+            f"data.resolution=[{RES[0]},{RES[1]}]", "progress=false", *more]
+
+
+@pytest.fixture(scope="module")
+def caches(clips):
+    from vgen.cli import cache as cache_cli
+
+    cache_dir = clips["root"] / "cache"
+    start = time.time()
+    text = cache_cli.run("text", cache_overrides(clips))
+    vae_summary = cache_cli.run("vae", cache_overrides(clips))
+    return {"dir": cache_dir, "text": text, "vae": vae_summary, "seconds": time.time() - start}
+
+
+def direct_segments(vae, path, count):
+    """The reference: the VAE called on each 17-frame segment, read as read_clip reads it (one frame
+    for an image)."""
+    from vgen.data.video import read_clip
+
+    length = 17 if count >= 17 else 1
+    means, stds = [], []
+    for first in range(0, count - length + 1, length):
+        clip = read_clip(path, length, stride=1, start=first, size=RES)  # [T, 3, H, W]
+        mean, std = vae.encode(Tensor(clip.transpose(1, 0, 2, 3)[None].copy()))
+        means.append(mean.asnumpy()[0].transpose(1, 0, 2, 3))
+        stds.append(std.asnumpy()[0].transpose(1, 0, 2, 3))
+    return np.stack(means), np.stack(stds)
+
+
+def test_vae_cache_holds_whole_chunks_equal_to_the_vae(clips, caches):
+    from conftest import compose
+    from vgen.data.manifest import latent_folder, read_manifest
+    from vgen.models.encoders import build_vae
+
+    summary = caches["vae"]
+    assert (summary.rows, summary.encoded, summary.bad) == (4, 4, [])
+    folder = latent_folder(caches["dir"], *RES)
+    m = read_manifest(folder)
+    assert {k: m[k] for k in ("vae", "weights", "channels", "compression", "scale", "shift", "segment_frames")} == {
+        "vae": "stepvideo-vae-tiny", "weights": "random-init:stepvideo-vae-tiny:seed0", "channels": 8,
+        "compression": [8, 16, 16], "scale": 1.0, "shift": 0.0, "segment_frames": 17}
+    vae = build_vae(compose(cache_overrides(clips)).model.vae)
+    segments = {40: 2, 24: 1, 48: 2, 1: 1}
+    for row in clips["rows"]:
+        count = int(row["num_frames"])
+        with np.load(folder / (str(Path(row["video"]).with_suffix("")) + ".npz"), allow_pickle=False) as z:
+            mean, std = z["latent_mean"], z["latent_std"]
+        assert mean.shape == std.shape == (segments[count], 3 if count > 1 else 1, 8, 2, 2)
+        if count in (40, 1):  # two chunks; the image: one frame, one latent as the official
+            want_mean, want_std = direct_segments(vae, str(clips["csv"].parent / row["video"]), count)
+            np.testing.assert_allclose(mean, want_mean, atol=1e-5)
+            np.testing.assert_allclose(std, want_std, atol=1e-5)
+
+
+def test_trains_on_the_caches(clips, caches, tmp_path):
+    from conftest import compose, read_metrics
+    from vgen.data.cached_video import build_video_dataset
+    from vgen.data.errors import DataError
+    from vgen.models.registry import build_family
+    from vgen.train.trainer import Trainer
+
+    over = cache_overrides(clips, "data.latents=cache", "data.text=cache", "schedule.max_steps=2",
+                           "schedule.batch_size=2", "schedule.log_every=1", "schedule.warmup_steps=0")
+    cfg = compose(over)
+    family = build_family(cfg.model)
+    ds = build_video_dataset(cfg.data, family.text, family.latent)
+    sample = ds.get(0, np.random.default_rng(0))
+    assert sample["latent"].shape == (8, 3, 2, 2) and sample["text_pooled"].shape == (8, 16)
+    trainer = Trainer(cfg, tmp_path).setup()
+    trainer.run()
+    metrics = read_metrics(tmp_path)
+    assert [m["step"] for m in metrics] == [1, 2] and all(np.isfinite(m["loss"]) for m in metrics)
+    assert trainer.data.encoders is None  # nothing encoded online
+    # clips of two chunks need segments of two chunks: refused before training, with the fix
+    longer = compose(cache_overrides(clips, "data.latents=cache", "data.num_frames=34"))
+    with pytest.raises(DataError, match="segments of 17 frames"):
+        build_video_dataset(longer.data, family.text, family.latent)
+
+
+def test_segments_of_a_chunked_vae_are_whole_chunks():
+    from vgen.data.cached_video import encodable_frames, segment_frames
+
+    assert [segment_frames(None, n, 8, 17) for n in (17, 40, 51, 204, 16, 1)] == [17, 34, 51, 204, 1, 1]
+    assert [encodable_frames(n, 8, 17) for n in (24, 48, 5)] == [17, 34, 1]
+    assert segment_frames(None, 17, 4) == 17 and segment_frames(None, 8, 4) == 5  # causal: 1 + 4 k, unchanged
+
+
+def test_longer_segments_are_the_chunks_side_by_side(clips, caches):
+    """The cache tool takes the chunking from the family (17 for Step-Video, none for HunyuanVideo's
+    causal VAE); a 34-frame segment (not 1 + 8 k) is two chunks, so its latents are the two cached
+    17-frame segments side by side."""
+    from conftest import compose
+    from vgen.data import cache_build
+    from vgen.data.manifest import latent_folder
+    from vgen.models.encoders import build_vae
+
+    cfg = compose(cache_overrides(clips))
+    assert cache_build.latent_chunk_frames(cfg.model) == 17
+    assert cache_build.latent_chunk_frames(compose(["model=hunyuan_tiny"]).model) == 0
+    row = next(r for r in clips["rows"] if int(r["num_frames"]) == 48)
+    kw = dict(frame_stride=1, target_fps=None, size=RES, frames_per_call=8, t_compression=8, chunk_frames=64,
+              dtype=np.float32)
+    path = str(clips["csv"].parent / row["video"])
+    arrays = cache_build.encode_clip(build_vae(cfg.model.vae), path, segment_frames=34, vae_chunk=17, **kw)
+    with np.load(latent_folder(caches["dir"], *RES) / (str(Path(row["video"]).with_suffix("")) + ".npz")) as z:
+        cached = z["latent_mean"]
+    assert arrays["latent_mean"].shape == (1, 6, 8, 2, 2)
+    np.testing.assert_allclose(arrays["latent_mean"][0], cached.reshape(6, 8, 2, 2), atol=1e-5)
+    with pytest.raises(ValueError, match="1 \\+ 8 k"):
+        cache_build.encode_clip(None, path, segment_frames=34, **kw)  # read as a causal VAE's segment

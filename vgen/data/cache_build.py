@@ -239,7 +239,8 @@ def run_vae(cfg, options: dict, rank: int = 0, world: int = 1) -> Summary:
     buckets = make_buckets(d)
     weights = encoder_weights_id(vcfg, "vae")
     t = int(spec.compression[0])
-    segment = segment_frames(buckets, d.num_frames, t) if t > 1 else None  # a causal VAE's segments
+    chunk = latent_chunk_frames(cfg.model)
+    segment = segment_frames(buckets, d.num_frames, t, chunk) if t > 1 else None  # a causal / chunked VAE's segments
     manifests = {hw: latent_manifest(vcfg.name, weights, spec.channels, spec.compression, spec.scale, spec.shift,
                                      hw, options["dtype"], None if d.target_fps is not None else d.frame_stride,
                                      d.target_fps, segment_frames=segment)
@@ -288,7 +289,7 @@ def run_vae(cfg, options: dict, rank: int = 0, world: int = 1) -> Summary:
                     arrays = encode_clip(vae, rec.path, frame_stride=d.frame_stride, target_fps=d.target_fps, size=hw,
                                          frames_per_call=vcfg.frames_per_call, t_compression=t,
                                          chunk_frames=int(options["chunk_frames"]), dtype=DTYPES[options["dtype"]],
-                                         segment_frames=segment)
+                                         segment_frames=segment, vae_chunk=chunk)
                     write_npz(paths[hw], **arrays)
                     summary.files += 1
                     folders[latent_folder(d.cache_dir, *hw).name] += 1
@@ -302,6 +303,14 @@ def run_vae(cfg, options: dict, rank: int = 0, world: int = 1) -> Summary:
     return summary
 
 
+def latent_chunk_frames(model_cfg) -> int:
+    """Frames per chunk of a chunked VAE (Step-Video's 17), else 0: read from the family's latent
+    spec, the one the training reader checks the cache against (the denoiser is only declared)."""
+    from ..models.registry import build_family
+
+    return int(build_family(model_cfg).latent.chunk_frames)
+
+
 def _keep_rows(index, records, kept, problems, cfg, summary):
     """(kept rows, their row indices); the rows dropped while probing are bad rows of this rank."""
     if problems and not cfg.data.skip_bad:
@@ -313,12 +322,14 @@ def _keep_rows(index, records, kept, problems, cfg, summary):
 
 def encode_clip(vae, path: str, *, frame_stride: int, target_fps: Optional[float], size: Tuple[int, int],
                 frames_per_call: int, t_compression: int, chunk_frames: int, dtype,
-                segment_frames: Optional[int] = None) -> dict:
+                segment_frames: Optional[int] = None, vae_chunk: int = 0) -> dict:
     """The cache file of one video at one size: latent_mean / latent_std, fps and ori_size (H, W).
     The clip is every frame taken at the stride. A per-frame VAE (t_compression 1) gives [F, C, h, w]
     over all of them, encoded chunk_frames at a time; a causal VAE gives [S, n, C, h, w]: S
     consecutive segments of segment_frames frames (one of the most 1 + t k frames there are when
-    the clip is shorter), each encoded as a clip of its own."""
+    the clip is shorter), each encoded as a clip of its own. A chunked VAE (vae_chunk frames per
+    chunk, Step-Video's 17) likewise, with segments of whole chunks (one frame when the clip has
+    no whole chunk)."""
     from ..data.video import _open_video, resolve_stride, video_info
 
     _, height, width, fps = video_info(path)
@@ -333,10 +344,13 @@ def encode_clip(vae, path: str, *, frame_stride: int, target_fps: Optional[float
     if t_compression == 1:
         mean, std = _encode_frames(vae, path, step, 0, count, size, frames_per_call, chunk_frames)
     else:
-        if not segment_frames or (segment_frames - 1) % t_compression:
+        if vae_chunk and (not segment_frames or (segment_frames % vae_chunk and segment_frames != 1)):
+            raise ValueError(f"segment_frames={segment_frames}: a chunked VAE's segments are whole chunks of "
+                             f"{vae_chunk} frames")
+        if not vae_chunk and (not segment_frames or (segment_frames - 1) % t_compression):
             raise ValueError(f"segment_frames={segment_frames}: a causal VAE's segments have 1 + {t_compression} k "
                              f"frames")
-        length = segment_frames if count >= segment_frames else encodable_frames(count, t_compression)
+        length = segment_frames if count >= segment_frames else encodable_frames(count, t_compression, vae_chunk)
         segments = [_encode_frames(vae, path, step, first, length, size, frames_per_call, length)
                     for first in range(0, count - length + 1, length)]
         mean, std = (np.stack([seg[k] for seg in segments]) for k in (0, 1))

@@ -20,6 +20,9 @@ temporal compression t (LatentSpec.latent_shape: T, or (T - 1) // t + 1 for a ca
     they are those of its first T frames with the VAE's GroupNorm statistics taken over the whole
     segment (close, not identical: hunyuan/vae.py). vgen-cache sets segment_frames to the longest
     clip the config trains on (data.num_frames, or the bucket table's most frames).
+  - a chunked VAE (Step-Video's: LatentSpec.chunk_frames 17 -> 3 latents) is stored and read as a
+    causal one, with segments of whole chunks (17 k frames -> 3 k latents). Chunks are encoded on
+    their own, so the first 3 j latents of a segment are exactly those of its first 17 j frames.
 A clip with a single cached latent frame (an image) stands for a still clip of any length."""
 import logging
 import os
@@ -48,10 +51,14 @@ def is_image(path: str) -> bool:
 
 # ---- geometry shared by the cache tool and the readers -------------------------------------------
 
-def encodable_frames(pixel_frames: int, t_compression: int) -> int:
-    """The most frames of a clip the VAE encodes whole: all of them, or 1 + k t for a causal VAE
-    (whose latent has (n - 1) / t + 1 frames, LatentSpec.latent_shape)."""
+def encodable_frames(pixel_frames: int, t_compression: int, chunk_frames: int = 0) -> int:
+    """The most frames of a clip the VAE encodes whole: all of them, 1 + k t for a causal VAE
+    (whose latent has (n - 1) / t + 1 frames, LatentSpec.latent_shape), or whole chunks for a
+    chunked VAE (Step-Video's 17 frames; a single frame when there is no whole chunk, as the
+    official pipeline's max(frames // 17 * 17, 1))."""
     n = int(pixel_frames)
+    if chunk_frames:
+        return max(n // int(chunk_frames) * int(chunk_frames), 1)
     return n if t_compression == 1 else 1 + int(t_compression) * ((n - 1) // int(t_compression))
 
 
@@ -63,9 +70,10 @@ def max_clip_frames(buckets: Optional[Buckets], num_frames: int) -> int:
     return max(int(frames) for _, frames, _ in buckets.ids)
 
 
-def segment_frames(buckets: Optional[Buckets], num_frames: int, t_compression: int) -> int:
-    """Pixel frames per cached segment of a causal VAE: the longest training clip, cut to 1 + t k."""
-    return encodable_frames(max_clip_frames(buckets, num_frames), t_compression)
+def segment_frames(buckets: Optional[Buckets], num_frames: int, t_compression: int, chunk_frames: int = 0) -> int:
+    """Pixel frames per cached segment of a causal or chunked VAE: the longest training clip, cut to
+    1 + t k frames (causal) or to whole chunks (chunked)."""
+    return encodable_frames(max_clip_frames(buckets, num_frames), t_compression, chunk_frames)
 
 
 def cache_name(path: str, root: str) -> str:
@@ -294,10 +302,17 @@ class CachedVideoDataset(VideoDataset):
                 try:
                     self.latent_manifests[h, w] = check_latent_manifest(
                         folder, latent_spec, (h, w), self.frame_stride, self.target_fps, vae_weights, model,
-                        max_frames=max_clip_frames(self.buckets, self.num_frames))
+                        max_frames=self._max_encoded_frames())
                 except DataError as e:
                     raise DataError(f"{count} sample(s) train at {h}x{w}: {e}") from e
         self._empty_text = None
+
+    def _max_encoded_frames(self) -> int:
+        """The longest training clip; for a chunked VAE cut to whole chunks, the frames its latents
+        cover (the manifest check counts segments in frames)."""
+        frames = max_clip_frames(self.buckets, self.num_frames)
+        chunk = int(getattr(self.latent_spec, "chunk_frames", 0) or 0)
+        return encodable_frames(frames, self.latent_spec.compression[0], chunk) if chunk else frames
 
     def _needed_resolutions(self) -> dict:
         """{(h, w): number of samples that may train at it}."""
