@@ -22,8 +22,9 @@ when it writes the video).
 Ours: spatial tiling (`set_tiling`, off by default; the official never tiles) reuses HunyuanVideo's
 overlapping, blended tiles; with tiles each tile normalises and attends on its own, so tiled
 differs from untiled (see tests/test_stepvideo_vae.py). The official encode returns a sample of
-the posterior; ours returns (mean, std) and the caller samples. Attention runs one query block per
-latent frame over the keys up to it (the same softmax; the official runs a fused causal kernel).
+the posterior; ours returns (mean, std) and the caller samples. The mid-block attention runs one
+query block per frame (5 per chunk) over the keys up to it, masking the future keys of its own
+frame: the same softmax as the official's fused causal kernel, without the (T H W)^2 logits at once.
 """
 import mindspore as ms
 from mindspore import nn, ops
