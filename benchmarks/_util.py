@@ -1,7 +1,6 @@
 """Shared by the benchmark scripts: config composition and memory readings."""
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +22,10 @@ def compose(overrides):
 
 
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    """Peak resident memory of this process: VmHWM (KiB), not ru_maxrss, which Linux carries over
+    from the forking parent across exec."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 2 ** 20
 
 
 def run_ranks(script: list, workers: int, out: Path, env: dict, what: str) -> list:

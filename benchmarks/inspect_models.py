@@ -12,10 +12,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-# runs a module as __main__, then prints its own peak RSS (KiB) as the last line
-WRAPPER = ("import resource, runpy, sys; sys.argv = sys.argv[1:]; "
+# runs a module as __main__, then prints its own peak RSS (VmHWM, KiB) as the last line
+WRAPPER = ("import runpy, sys; sys.argv = sys.argv[1:]; "
            "runpy.run_module(sys.argv[0], run_name='__main__') if sys.argv[0] != '-' else __import__('mindspore'); "
-           "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+           "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
 
 
 def run(module, *args):

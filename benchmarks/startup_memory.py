@@ -13,7 +13,6 @@ state it holds; the ratios are to one process.
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _util import run_ranks  # noqa: E402  (beside this script)
+from _util import peak_rss_gb, run_ranks  # noqa: E402  (beside this script)
 
 
 def rss_mb() -> float:
@@ -57,7 +56,7 @@ def run_worker(out: Path, cfg_overrides: list):
     base = rss_mb()
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(cfg, Path(run), build_mesh(rank, size, 1)).setup()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_gb() * 1024
         held = sum(p.nbytes for _, p in named_params(trainer.family.net)) + \
             sum(b.master.nbytes + b.m.nbytes + b.v.nbytes for b in trainer.buckets)
         (out / f"rank{rank}.json").write_text(json.dumps({"growth_mb": peak - base, "held_mb": held / 2 ** 20}))
