@@ -106,6 +106,9 @@ def test_loss_is_stable_for_large_margins():
     got = neg_log_sigmoid(Tensor(z)).asnumpy()
     want = np.logaddexp(0.0, -z.astype(np.float64))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # its gradient is sigmoid(z) - 1, also at z = 0 (the first step: the model is its reference)
+    grad = ms.grad(lambda x: neg_log_sigmoid(x).sum())(Tensor(z)).asnumpy()
+    np.testing.assert_allclose(grad, 1.0 / (1.0 + np.exp(-z.astype(np.float64))) - 1.0, atol=1e-6)
 
 
 def test_frozen_copy_reference_is_the_starting_model(tmp_path):
@@ -181,3 +184,112 @@ def test_pairs_share_clips_and_name_bad_rows(tmp_path):
         build_preference_dataset(pairs_cfg(csv), "rejected")
     with pytest.raises(DataError, match="lacks column"):
         build_preference_dataset(pairs_cfg(csv), "worse")
+
+
+# ---- end to end: caches over a pairs CSV, the recipes on the tiny model --------------------------------
+
+def quickstart_module():
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("make_quickstart_data", REPO / "tools" / "make_quickstart_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_step_tokenizers(folder: Path, captions):
+    """A sentencepiece model for the tiny Step-LLM and a BERT vocab.txt, from the captions."""
+    import sentencepiece as spm
+
+    words = sorted({w for c in captions for w in str(c).lower().replace(",", " ").replace(".", " ").split()})
+    (folder / "bert").mkdir(parents=True)
+    (folder / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
+    (folder / "step").mkdir()
+    with open(folder / "step" / "step1_chat_tokenizer.model", "wb") as f:
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(list(captions) * 8), model_writer=f, vocab_size=40,
+                                       model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                       hard_vocab_limit=False, minloglevel=2)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """6 clips, two prompts, every pair of clips of a prompt ranked: 6 pairs over 6 clips, each clip in 2."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("dpo")
+    csv = Path(quickstart_module().build(str(root / "data"), num=6, seed=0, num_images=0))
+    clips = list(pd.read_csv(csv)["video"])
+    prompts = ["a red square moving left", "a blue circle moving up"]
+    rows = [(prompts[g], clips[3 * g + a], clips[3 * g + b]) for g in range(2) for a, b in ((0, 1), (0, 2), (1, 2))]
+    pairs_csv = root / "data" / "pairs.csv"
+    pd.DataFrame(rows, columns=["caption", "chosen", "rejected"]).to_csv(pairs_csv, index=False)
+    write_step_tokenizers(root, prompts)
+    return {"root": root, "csv": pairs_csv}
+
+
+def dpo_overrides(p, recipe="stepvideo/dpo_lora", *more):
+    return [f"experiment={recipe}", "model=stepvideo_tiny", "model.depth=1", f"data.csv_path={p['csv']}",
+            f"data.cache_dir={p['root'] / 'cache'}", f"model.text_encoder.tokenizer={p['root'] / 'step'}",
+            f"model.text_encoder_2.tokenizer={p['root'] / 'bert'}", "data.num_frames=17", "data.resolution=[32,32]",
+            "data.frame_stride=1", "parallel.workers=1", "parallel.sp=1", "parallel.zero_stage=0",
+            "parallel.recompute=none", "schedule.batch_size=2", "schedule.warmup_steps=0", "schedule.lr=1e-5",
+            "schedule.log_every=1", "schedule.ckpt_every=2", "progress=false", "model.pretrained=null", *more]
+
+
+@pytest.fixture(scope="module")
+def caches(pairs):
+    from vgen.cli import cache as cache_cli
+
+    for kind in ("text", "vae"):
+        cache_cli.run(kind, dpo_overrides(pairs))
+    return pairs
+
+
+@pytest.mark.slow
+def test_caches_hold_each_clip_of_the_pairs_once(caches):
+    import pandas as pd
+
+    from vgen.data.manifest import latent_folder, text_folder
+
+    clips = sorted({str(Path(c).with_suffix("")) for col in ("chosen", "rejected")
+                    for c in pd.read_csv(caches["csv"])[col]})
+    cache = caches["root"] / "cache"
+    assert sorted(str(p.relative_to(text_folder(cache)).with_suffix(""))
+                  for p in text_folder(cache).rglob("clip_*.npz")) == clips
+    assert sorted(str(p.relative_to(latent_folder(cache, 32, 32)).with_suffix(""))
+                  for p in latent_folder(cache, 32, 32).rglob("clip_*.npz")) == clips
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["stepvideo/dpo_lora", "stepvideo/dpo"])
+def test_dpo_recipes_train_from_log2_and_resume_exactly(caches, tmp_path, recipe):
+    """The first step's loss is log 2 (the model is its reference); a run resumed at step 2 continues
+    exactly as one that was not interrupted (the reference rebuilt from the starting weights)."""
+    from conftest import read_metrics
+    from vgen.train.trainer import Trainer
+
+    base = dpo_overrides(caches, recipe, "data.latents=cache", "data.text=cache")
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    Trainer(compose([*base, "schedule.max_steps=3"]), whole).setup().run()
+    Trainer(compose([*base, "schedule.max_steps=2"]), part).setup().run()
+    Trainer(compose([*base, "schedule.max_steps=3"]), part).setup().run()
+    want, got = [m["loss"] for m in read_metrics(whole)], [m["loss"] for m in read_metrics(part)]
+    np.testing.assert_allclose(want[0], np.log(2.0), rtol=1e-5)
+    assert want[2] != pytest.approx(np.log(2.0), rel=1e-4)  # it learns
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_dpo_online_encodes_both_clips(caches, tmp_path):
+    """Online VAE: the rejected clip is decoded and encoded with its own keyed VAE noise."""
+    from conftest import read_metrics
+    from vgen.train.trainer import Trainer
+
+    run = tmp_path / "online"
+    Trainer(compose([*dpo_overrides(caches), "data.latents=online", "data.text=cache",
+                     "schedule.max_steps=2"]), run).setup().run()
+    m = read_metrics(run)
+    np.testing.assert_allclose(m[0]["loss"], np.log(2.0), rtol=1e-5)
+    assert np.isfinite(m[1]["loss"])

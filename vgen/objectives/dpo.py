@@ -22,8 +22,10 @@ from .rectified_flow import RectifiedFlow, RectifiedFlowLoss
 
 
 def neg_log_sigmoid(z):
-    """-log sigmoid(z) = softplus(-z), without overflow for large |z|."""
-    return ops.relu(-z) + ops.log(1.0 + ops.exp(-ops.abs(z)))
+    """-log sigmoid(z) = softplus(-z), without overflow for large |z|. The softplus kernel, not
+    relu(-z) + log(1 + exp(-|z|)): that form's gradient is 0 at z = 0 (relu' and abs' are 0 there),
+    which is every pair at the first step, where the model is its reference."""
+    return ops.softplus(-z)
 
 
 class PairErrors(RectifiedFlowLoss):
