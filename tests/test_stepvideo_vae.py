@@ -238,6 +238,7 @@ def test_family_declares_the_vaes_and_the_adapter():
     latent = build_family(compose(["model=stepvideo_tiny"]).model).latent
     assert (latent.vae, latent.channels, latent.chunk_frames, latent.chunk_latents) == ("stepvideo-vae-tiny", 8, 17, 3)
     assert latent.latent_shape(34, 32, 32) == (8, 6, 2, 2)
+    assert latent.latent_shape(1, 32, 32) == (8, sv.latent_frames(1), 2, 2) == (8, 1, 2, 2)  # an image
 
 
 # ---- layers against the reference ----------------------------------------------------------------

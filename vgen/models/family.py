@@ -68,8 +68,8 @@ class LatentSpec:
         chunk_frames. Else a temporal compression c > 1 is causal: the first frame alone, then
         groups of c ((frames - 1) / c + 1 latent frames)."""
         ct, ch, cw = self.compression
-        if self.chunk_frames:
-            t = frames // self.chunk_frames * self.chunk_latents
+        if self.chunk_frames:  # an image (1 frame) is one latent frame, as the chunked VAE encodes it
+            t = 1 if frames == 1 else frames // self.chunk_frames * self.chunk_latents
         else:
             t = frames if ct == 1 else (frames - 1) // ct + 1
         return self.channels, t, height // ch, width // cw
