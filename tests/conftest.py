@@ -29,7 +29,7 @@ def compose(overrides=()):
 def cli(*args, env=None, timeout=600, check=False):
     """Runs a vgen console script (by module) in a fresh process."""
     module = {"vgen-train": "vgen.cli.train", "vgen-inspect": "vgen.cli.inspect_model",
-              "vgen-cache": "vgen.cli.cache"}[args[0]]
+              "vgen-cache": "vgen.cli.cache", "vgen-sample": "vgen.cli.sample"}[args[0]]
     full_env = {**os.environ, **(env or {})}
     r = subprocess.run([sys.executable, "-m", module, *args[1:]], capture_output=True, text=True, timeout=timeout,
                        env=full_env, cwd=str(REPO))
@@ -57,10 +57,15 @@ def tiny_overrides():
     return list(TINY)
 
 
-@pytest.fixture(scope="module")
-def cw():
-    """tools/convert_weights.py as a module."""
-    spec = importlib.util.spec_from_file_location("convert_weights", REPO / "tools" / "convert_weights.py")
+def tool_module(name: str):
+    """tools/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def cw():
+    """tools/convert_weights.py as a module."""
+    return tool_module("convert_weights")

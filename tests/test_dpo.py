@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from conftest import compose
+from conftest import compose, tool_module
+from tiny_tokenizers import write_step_tokenizers
 from vgen.data.errors import DataError
 from vgen.models.layers.init import named_params
 from vgen.models.lora import adapters_disabled, apply_lora
@@ -188,38 +189,13 @@ def test_pairs_share_clips_and_name_bad_rows(tmp_path):
 
 # ---- end to end: caches over a pairs CSV, the recipes on the tiny model --------------------------------
 
-def quickstart_module():
-    import importlib.util
-
-    from conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("make_quickstart_data", REPO / "tools" / "make_quickstart_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def write_step_tokenizers(folder: Path, captions):
-    """A sentencepiece model for the tiny Step-LLM and a BERT vocab.txt, from the captions."""
-    import sentencepiece as spm
-
-    words = sorted({w for c in captions for w in str(c).lower().replace(",", " ").replace(".", " ").split()})
-    (folder / "bert").mkdir(parents=True)
-    (folder / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
-    (folder / "step").mkdir()
-    with open(folder / "step" / "step1_chat_tokenizer.model", "wb") as f:
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(list(captions) * 8), model_writer=f, vocab_size=40,
-                                       model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-                                       hard_vocab_limit=False, minloglevel=2)
-
-
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     """6 clips, two prompts, every pair of clips of a prompt ranked: 6 pairs over 6 clips, each clip in 2."""
     import pandas as pd
 
     root = tmp_path_factory.mktemp("dpo")
-    csv = Path(quickstart_module().build(str(root / "data"), num=6, seed=0, num_images=0))
+    csv = Path(tool_module("make_quickstart_data").build(str(root / "data"), num=6, seed=0, num_images=0))
     clips = list(pd.read_csv(csv)["video"])
     prompts = ["a red square moving left", "a blue circle moving up"]
     rows = [(prompts[g], clips[3 * g + a], clips[3 * g + b]) for g in range(2) for a, b in ((0, 1), (0, 2), (1, 2))]

@@ -7,7 +7,6 @@ per template, CLIP's pooled output, the VAE's plain encode per segment), the rea
 formulas of cached_video.py, the manifest checks with their messages; then a few steps train on
 the caches and online, and caption dropout is checked to feed text/empty.npz."""
 import importlib.util
-import json
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, compose, read_metrics
+from tiny_tokenizers import write_clip_tokenizer, write_llama_tokenizer
 from vgen.cli import cache as cache_cli
 from vgen.data import cache_build
 from vgen.data.cached_video import CachedVideoDataset, build_video_dataset
@@ -36,8 +36,7 @@ RES = (32, 32)
 # hunyuan_tiny's specs (test_specs_are_the_tiny_familys checks them against the family)
 TEXT_SPEC = TextSpec("llama-tiny", 32, 16, 0.2, pooled_dim=32, pooled_encoder="clip-tiny", drop_to="empty")
 LATENT_SPEC = LatentSpec("hunyuan-vae-tiny", 16, (3, 16, 16), (4, 8, 8), 0.476986)
-LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-                  "<pad>"]
+WORDS = quickstart.caption_vocabulary()
 
 
 def test_specs_are_the_tiny_familys():
@@ -77,54 +76,12 @@ def test_registry_entries_are_the_official_models():
 
 # ---- tokenizers and data ------------------------------------------------------------------------------
 
-def write_llama_tokenizer(folder: Path) -> Path:
-    """A byte-level BPE tokenizer.json with Llama-3's special tokens and "<|begin_of_text|> $A", trained
-    on the official templates and the captions' words, plus a tokenizer_config.json naming <pad>."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    from vgen.models.text.llama import PROMPT_TEMPLATES
-
-    words = " ".join(quickstart.caption_vocabulary())
-    corpus = [t["template"].format(words) for t in PROMPT_TEMPLATES.values()] * 2 + [words]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=500, special_tokens=LLAMA_SPECIALS,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                        show_progress=False))
-    bos = tok.token_to_id("<|begin_of_text|>")
-    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
-                                                       special_tokens=[("<|begin_of_text|>", bos)])
-    folder.mkdir(parents=True)
-    tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps({"pad_token": {"content": "<pad>", "special": True}}))
-    return folder
-
-
-def write_clip_tokenizer(path: Path) -> Path:
-    """A word-level tokenizer.json with CLIP's lowercasing, "<|startoftext|> $A <|endoftext|>", and, as
-    in CLIP's vocabulary, <|endoftext|> the largest id (the legacy pooling takes the argmax id)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    words = quickstart.caption_vocabulary()
-    vocab = {w: i for i, w in enumerate(words)}
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(words), len(words) + 1
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<|startoftext|> $A <|endoftext|>",
-        special_tokens=[("<|startoftext|>", len(words)), ("<|endoftext|>", len(words) + 1)])
-    tok.save(str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def qs(tmp_path_factory):
     root = tmp_path_factory.mktemp("hunyuan_cache")
     csv_path = Path(quickstart.build(str(root / "data"), num=8, seed=0, num_images=1))
-    return {"root": root, "csv": csv_path, "llama": write_llama_tokenizer(root / "llama_tok"),
-            "clip": write_clip_tokenizer(root / "clip_tokenizer.json")}
+    return {"root": root, "csv": csv_path, "llama": write_llama_tokenizer(root / "llama_tok", WORDS),
+            "clip": write_clip_tokenizer(root / "clip_tokenizer.json", WORDS)}
 
 
 def overrides(qs, cache_dir, *more):
@@ -265,7 +222,7 @@ def test_manifest_mismatch_names_the_encoder(qs, text_cache, tmp_path):
 
 def test_tool_refuses_a_cache_of_another_pooled_encoder(qs, text_cache, tmp_path):
     """Resuming with another CLIP tokenizer (so another pooled identity) is refused before any work."""
-    other = write_clip_tokenizer(tmp_path / "other_clip.json")
+    other = write_clip_tokenizer(tmp_path / "other_clip.json", WORDS)
     other.write_text(other.read_text() + "\n")  # the same vocabulary, another file
     with pytest.raises(DataError, match=r"pooled: cached \{.*'tokenizer': 'sha256:"):
         cache_cli.run("text", overrides(qs, text_cache[0], f"model.text_encoder_2.tokenizer={other}"))

@@ -8,7 +8,7 @@ from functools import lru_cache
 import numpy as np
 
 CORE_STREAMS = {"timestep": 1, "noise": 2, "text_drop": 3, "latent": 4, "frames": 5, "data": 7, "vae_noise": 8,
-                "vae_noise_rejected": 9}
+                "vae_noise_rejected": 9, "sampler_noise": 10}  # sampler_noise: ancestral sampling's fresh noise
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config.rundir import NEUTRAL_KEYS, run_name
+from ..config.rundir import is_neutral, run_name
 from ..config.validate import ConfigError, validate
 
 log = logging.getLogger("vgen")
@@ -79,7 +79,7 @@ def freeze(cfg: DictConfig, run_dir: Path) -> Path:
     if path.is_file():
         old = _flat(OmegaConf.to_container(OmegaConf.load(path)))
         new = _flat(OmegaConf.to_container(cfg))
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in NEUTRAL_KEYS
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not is_neutral(k)
                          and k not in ("experiment",))
         if changed and cfg.resume != "none":
             diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])

@@ -1,6 +1,7 @@
-"""The msrun worker: trains from the frozen <run_dir>/config.yaml (Hydra does not compose here).
+"""The msrun worker: trains (or samples) from the frozen <run_dir>/config.yaml (Hydra does not
+compose here).
 
-    msrun ... vgen/cli/worker.py <run_dir>/config.yaml
+    msrun ... vgen/cli/worker.py <run_dir>/config.yaml [train|sample]
 """
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 def main(argv=None) -> int:
     argv = argv if argv is not None else sys.argv[1:]
     config_path = Path(argv[0])
+    job = argv[1] if len(argv) > 1 else "train"
     from omegaconf import OmegaConf
 
     from vgen.cli.common import fail, setup_logging
@@ -29,10 +31,15 @@ def main(argv=None) -> int:
     if size != cfg.parallel.workers:
         fail(ConfigError(f"msrun started {size} workers but parallel.workers={cfg.parallel.workers}"))
     mesh = build_mesh(rank, size, cfg.parallel.sp)
-    from vgen.train.trainer import train
-
     try:
-        train(cfg, config_path.parent, mesh)
+        if job == "sample":
+            from vgen.sample.run import sample
+
+            sample(cfg, mesh)
+        else:
+            from vgen.train.trainer import train
+
+            train(cfg, config_path.parent, mesh)
     except (ConfigError, DataError, WeightsError) as e:
         fail(e)
     barrier()  # no rank leaves while a peer is still in a collective

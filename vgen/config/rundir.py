@@ -10,7 +10,12 @@ NEUTRAL_KEYS = {
     "schedule.max_steps", "schedule.log_every", "schedule.ckpt_every", "schedule.keep_last",
     "parallel.master_addr", "parallel.master_port", "parallel.node_rank", "data.prefetch",
 }
+NEUTRAL_GROUPS = ("sample.",)  # what vgen-sample and validation draw: not what is trained
 MAX_TAG = 96
+
+
+def is_neutral(key: str) -> bool:
+    return key in NEUTRAL_KEYS or key.startswith(NEUTRAL_GROUPS)
 
 
 def _key(override: str) -> str:
@@ -25,7 +30,7 @@ def run_name(choices: Dict[str, str], overrides: Sequence[str]) -> str:
     else:
         name, named = f"{choices.get('model', 'model')}-{choices.get('data', 'data')}", {"model", "data"}
     kept = sorted(o for o in overrides
-                  if _key(o) not in NEUTRAL_KEYS and _key(o) not in named and not _key(o).startswith("hydra"))
+                  if not is_neutral(_key(o)) and _key(o) not in named and not _key(o).startswith("hydra"))
     tag = ",".join(kept) or "default"
     tag = re.sub(r"[^A-Za-z0-9._,=+@-]", "_", tag)
     if len(tag) > MAX_TAG:

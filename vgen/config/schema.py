@@ -147,6 +147,30 @@ class DPOConfig:
 
 
 @dataclass
+class SampleConfig:
+    """vgen-sample, and validation videos during training (schedule.val_every). Unset values come
+    from the model group (its objective's sampling_steps, cfg_scale, sample_shift; its input_size)."""
+
+    prompts: List[str] = field(default_factory=list)  # the prompts (or prompt_file)
+    prompt_file: Optional[str] = None  # one prompt per line (blank lines and '#' lines skipped)
+    negative_prompt: str = ""  # the unconditional text of families that encode one (Step-Video, HunyuanVideo)
+    seed: int = 0  # video i starts from the noise of seed + i, whatever the batch
+    steps: Optional[int] = None  # sampler steps; default: model.objective.sampling_steps
+    cfg_scale: Optional[float] = None  # classifier-free guidance; default: model.objective.cfg_scale; 1: off
+    shift: Optional[float] = None  # flow families: the schedule's shift; default: model.objective.sample_shift
+    guidance: Optional[float] = None  # embedded guidance (HunyuanVideo guidance_embed); default: model.train_guidance
+    method: str = "default"  # IDDPM families: iddpm (ancestral) | ddim; default: iddpm
+    num_frames: Optional[int] = None  # pixel frames; default: those of model.input_size's latent frames
+    resolution: Optional[List[int]] = None  # (h, w) pixels; default: model.input_size's latent size in pixels
+    fps: float = 24.0  # of the written videos (and the fps conditioning of families that take one)
+    batch_size: int = 1  # videos per denoiser call (twice that with CFG)
+    checkpoint: Optional[str] = None  # a run directory (its latest checkpoint) or a checkpoint directory
+    ema: bool = True  # the checkpoint's EMA weights when it has them
+    out_dir: Optional[str] = None  # default: <run_dir>/samples (or the checkpoint's run)/step_<n>
+    decode: bool = True  # False: write the latents (npz) instead of decoding them with the VAE
+
+
+@dataclass
 class TrainConfig:
     model: Any = MISSING
     data: Any = MISSING
@@ -154,6 +178,7 @@ class TrainConfig:
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
     seed: int = 42
     run_dir: Optional[str] = None  # default: <runs_root>/<experiment or model-data>/<overrides>
     runs_root: str = "runs"

@@ -74,6 +74,13 @@ class LatentSpec:
             t = frames if ct == 1 else (frames - 1) // ct + 1
         return self.channels, t, height // ch, width // cw
 
+    def pixel_frames(self, latent_frames: int) -> int:
+        """The pixel frames `latent_frames` latent frames decode to (the inverse of latent_shape)."""
+        ct = self.compression[0]
+        if self.chunk_frames:
+            return 1 if latent_frames == 1 else latent_frames // self.chunk_latents * self.chunk_frames
+        return latent_frames if ct == 1 else (latent_frames - 1) * ct + 1
+
 
 # ---- frozen encoders a family brings (cache tools, online training) ---------------------------
 
@@ -99,7 +106,9 @@ class TextEncoderSpec:
 
 @dataclass(frozen=True)
 class VAESpec:
-    build: Callable  # () -> the VAE Cell with encode_video(x, frames_per_call) -> (mean, std)
+    # () -> the VAE Cell with encode_video(x, frames_per_call) -> (mean, std) and
+    # decode_video(z, frames_per_call) -> pixels in about [-1, 1]
+    build: Callable
     channels: int
     compression: Tuple[int, int, int]  # (t, h, w)
     scale: float

@@ -5,7 +5,6 @@ loss = MSE(eps) + VLB (in bits), t ~ U{0..T-1}. Tables are computed in float64 a
 """
 import math
 
-import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
@@ -171,3 +170,47 @@ class IDDPM:
 
     def loss_cell(self, net: nn.Cell, denoise=plain_denoise, frame_masked: bool = False) -> nn.Cell:
         return IDDPMLoss(net, self.tables, self.learn_sigma, denoise, frame_masked)
+
+    # ---- sampling (host-side float64 arithmetic around the model calls) ----------------------------
+
+    def respaced(self, steps: int):
+        """(tables, timestep map) of `steps` evenly strided timesteps, as the official
+        space_timesteps(T, str(steps)): betas recomputed from alphas_cumprod at the kept steps; the
+        model is called with the original timestep index."""
+        kept = sorted({round(i * (self.num_timesteps - 1) / max(steps - 1, 1)) for i in range(steps)})
+        ac, last, betas = self.tables.alphas_cumprod, 1.0, []
+        for i in kept:
+            betas.append(1.0 - ac[i] / last)
+            last = ac[i]
+        return DiffusionTables(np.array(betas)), np.array(kept, np.int32)
+
+    def sample(self, model, noise: np.ndarray, rngs, steps: int = None, method: str = "iddpm"):
+        """x_0 from noise. `model(x, t)` -> its output (eps, and the variance channels when
+        learn_sigma) as numpy, t the original timesteps [B]. iddpm: ancestral sampling with the
+        learned-range variance (fixed posterior variance without learn_sigma), fresh noise from
+        each sample's generator in `rngs` every step, no clipping of x0 (OpenSora); ddim:
+        deterministic (eta 0)."""
+        if method not in ("iddpm", "ddim"):
+            raise ValueError(f"sample.method={method!r}: expected iddpm or ddim")
+        tab, timestep = self.respaced(steps or self.sampling_steps)
+        x = noise.astype(np.float64)
+        c = noise.shape[1]
+        for i in reversed(range(tab.num_timesteps)):
+            out = np.asarray(model(x.astype(np.float32), np.full(len(x), timestep[i], np.int32)), np.float64)
+            eps = out[:, :c]
+            x0 = tab.sqrt_recip_alphas_cumprod[i] * x - tab.sqrt_recipm1_alphas_cumprod[i] * eps
+            if method == "ddim":
+                a_prev = tab.alphas_cumprod[i - 1] if i > 0 else 1.0
+                x = math.sqrt(a_prev) * x0 + math.sqrt(1.0 - a_prev) * eps
+                continue
+            mean = tab.posterior_mean_coef1[i] * x0 + tab.posterior_mean_coef2[i] * x
+            log_var = tab.posterior_log_variance_clipped[i]
+            if self.learn_sigma:
+                frac = (out[:, c:] + 1.0) / 2.0
+                log_var = frac * tab.log_betas[i] + (1.0 - frac) * log_var
+            if i > 0:
+                fresh = np.stack([r.standard_normal(x.shape[1:]) for r in rngs])
+                x = mean + np.exp(0.5 * log_var) * fresh
+            else:
+                x = mean
+        return x.astype(np.float32)

@@ -87,15 +87,15 @@ class RectifiedFlow:
     def loss_cell(self, net: nn.Cell, denoise=plain_denoise, frame_masked: bool = False) -> nn.Cell:
         return RectifiedFlowLoss(net, denoise, self.data_at_one, self.timestep_scale)
 
-    def sigmas(self, steps: int = None) -> np.ndarray:
+    def sigmas(self, steps: int = None, shift: float = None) -> np.ndarray:
         steps = steps or self.sampling_steps
-        return shift_sigma(np.linspace(1.0, 0.0, steps + 1), self.sample_shift)
+        return shift_sigma(np.linspace(1.0, 0.0, steps + 1), self.sample_shift if shift is None else shift)
 
-    def sample(self, velocity, noise, steps: int = None):
+    def sample(self, velocity, noise, steps: int = None, shift: float = None):
         """Euler integration from noise (sigma 1) to data (sigma 0); velocity(x, timestep [B]) -> v in
         the model's convention (Step-Video's official sampler: timesteps 1 - sigma, x += v dt)."""
         x = noise
-        sig = self.sigmas(steps)
+        sig = self.sigmas(steps, shift)
         b = noise.shape[0]
         for i in range(len(sig) - 1):
             level = (1.0 - sig[i]) if self.data_at_one else sig[i]

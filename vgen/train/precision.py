@@ -41,6 +41,18 @@ def resolve_precision(requested: str, device: str, exempt=()) -> PrecisionPolicy
     return PrecisionPolicy(name, DTYPES[name], tuple(exempt))
 
 
+def cast_model(net, policy: PrecisionPolicy) -> None:
+    """Parameters (trained or frozen, e.g. a LoRA base) in the compute dtype; buffers and the
+    exempt names stay fp32."""
+    from ..models.layers.init import is_buffer, named_params
+
+    if policy.compute_dtype == ms.float32:
+        return
+    for name, q in named_params(net):
+        if not is_buffer(q) and not policy.keep_fp32(name):
+            q.set_dtype(policy.compute_dtype)
+
+
 class LossScaler:
     """Host-side dynamic loss scale; the step reports whether its gradients were finite."""
 

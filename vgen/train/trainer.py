@@ -16,7 +16,7 @@ import numpy as np
 from mindspore import Tensor
 from omegaconf import DictConfig
 
-from ..models.layers.init import is_buffer, named_params
+from ..models.layers.init import named_params
 from ..models.lora import adapter_names, apply_lora
 from ..models.registry import build_family
 from ..models.weights import (SafetensorsWeights, WeightsError, check_layout, fill_parameters, layout_problems,
@@ -31,7 +31,7 @@ from .flat_params import make_buckets
 from .lr import lr_at
 from .metrics import MetricsLog
 from .pipeline import DataPipeline
-from .precision import LossScaler, resolve_precision
+from .precision import LossScaler, cast_model, resolve_precision
 from .reference import build_reference
 from .step import TrainStep
 
@@ -129,12 +129,7 @@ class Trainer:
         return self
 
     def _cast_model(self, net):
-        dtype = self.policy.compute_dtype
-        if dtype == ms.float32:
-            return
-        for name, q in named_params(net):  # trained or frozen (a LoRA base): everything but buffers
-            if not is_buffer(q) and not self.policy.keep_fp32(name):
-                q.set_dtype(dtype)
+        cast_model(net, self.policy)
 
     def _restore(self, reader: ckpt_io.CheckpointReader):
         """Model weights are in the net (and so in the masters); moments, EMA, the loss scale and

@@ -321,6 +321,10 @@ class CausalVAE3D(nn.Cell):
                               self.tile_overlap)
         return self._decode_space_tiled(z)
 
+    def decode_video(self, z, frames_per_call=None):
+        """As the sampler calls a VAE: the whole latent clip, tiled (skipped for small ones)."""
+        return self.decode_tiled(z)
+
 
 def build_hunyuan_vae(preset: str = "884-16c", **overrides) -> CausalVAE3D:
     """A declared (not allocated) CausalVAE3D from a PRESETS entry plus overrides; `materialize` fills it."""

@@ -514,6 +514,10 @@ class StepVideoVAE(nn.Cell):
     def decode_tiled(self, z):
         return self.decode(z, tiled=True)
 
+    def decode_video(self, z, frames_per_call=None):
+        """As the sampler calls a VAE: per chunk, tiled in space when set_tiling asks for it."""
+        return self.decode_tiled(z)
+
     def construct(self, x):
         """Reconstruction through the posterior mean."""
         mean, _ = self.encode(x)
