@@ -67,7 +67,7 @@ def test_flow_sampler_is_euler_on_the_shifted_schedule():
 
 # ---- guidance and conditioning on the tiny models ---------------------------------------------------------
 
-def tiny_family(model: str):
+def tiny_family(model: str, *overrides):
     """Every weight drawn (the initialisation zeroes output layers: every output would be 0)."""
     from mindspore import Tensor
 
@@ -75,7 +75,7 @@ def tiny_family(model: str):
     from vgen.models.registry import build_family
     from vgen.models.weights import fill_parameters
 
-    family = build_family(compose([f"model={model}"]).model)
+    family = build_family(compose([f"model={model}", *overrides]).model)
     fill_parameters(family.net, seed=0)
     rng = np.random.default_rng(0)
     for _, q in named_params(family.net):
@@ -270,3 +270,34 @@ def test_same_seed_same_video_other_seed_another(tmp_path, tokenizers):
     one = sampler.latents({k: v[1:2] for k, v in cond.items()}, {k: v[1:2] for k, v in uncond.items()}, [4])
     np.testing.assert_allclose(one[0], both[1], rtol=1e-4, atol=1e-5)
     assert not np.allclose(both[0], both[1], atol=1e-3)  # same prompt, other seed
+
+
+def random_pretrained(path: Path, model) -> Path:
+    """Every weight of the tiny model drawn, in a safetensors file (model.pretrained)."""
+    from safetensors.numpy import save_file
+
+    from vgen.models.layers.init import named_params
+
+    family = tiny_family(*model)
+    save_file({n: q.asnumpy() for n, q in named_params(family.net)}, str(path))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_sequence_parallel_sampling_equals_one_process(tmp_path, tokenizers):
+    """vgen-sample under msrun with Ulysses SP 2 writes the latents one process draws (1e-5)."""
+    from conftest import cli
+
+    weights = random_pretrained(tmp_path / "w.safetensors", ["stepvideo_tiny", "model.depth=1"])
+    common = ["model=stepvideo_tiny", "model.depth=1", *tokenizers["stepvideo"], f"model.pretrained={weights}",
+              "sample.num_frames=17", "sample.resolution=[32,32]", f"sample.prompts={json.dumps(PROMPTS)}",
+              "sample.steps=3", "sample.decode=false", "sample.batch_size=2", "jit=false"]
+    for name, par in (("one", []), ("sp2", ["parallel.workers=2", "parallel.sp=2"])):
+        cli("vgen-sample", *common, *par, f"sample.out_dir={tmp_path / name}", f"run_dir={tmp_path / 'run'}",
+            check=True, timeout=600)
+    for i in range(2):
+        stem = f"{i:04d}-{'_'.join(PROMPTS[i].split())[:48]}-seed{i}.npz"
+        one, sp = (np.load(tmp_path / d / stem, allow_pickle=False)["latent"] for d in ("one", "sp2"))
+        assert np.abs(one).max() > 0.1
+        np.testing.assert_allclose(sp, one, rtol=1e-5, atol=1e-5)
