@@ -1,7 +1,10 @@
 """The README's main job on a small set: real clips decoded, bucketed, encoded online by the tiny
-VAE and text encoder, training a tiny STDiT2 with frame masks; and exact resume with buckets."""
+VAE and text encoder, training a tiny STDiT2 with frame masks; exact resume with buckets; and
+validation videos (EMA weights) that leave the training exactly as it was."""
+import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,11 +22,11 @@ def clips(tmp_path_factory):
     return out
 
 
-def quickstart(clips, run, steps):
+def quickstart(clips, run, steps, *more):
     # PyNative: every bucket shape would otherwise compile its own step (the recipe itself uses jit)
     cfg = compose(["experiment=quickstart", f"data.csv_path={clips / 'train.csv'}",
                    f"model.text_encoder.tokenizer={clips / 'tokenizer.json'}", f"schedule.max_steps={steps}",
-                   "schedule.ckpt_every=2", "schedule.log_every=1", "progress=false", "jit=false"])
+                   "schedule.ckpt_every=2", "schedule.log_every=1", "progress=false", "jit=false", *more])
     run.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run).setup()
     trainer.run()
@@ -36,8 +39,37 @@ def test_quickstart_trains_from_videos_and_resumes_exactly_with_buckets(clips, t
     assert [m["step"] for m in metrics] == list(range(1, 5))
     assert {m["bucket"] for m in metrics} <= {"8x64x64", "8x48x80", "8x80x48", "1x64x64", "1x48x80", "1x80x48"}
     assert straight.data.encoders is not None and straight.data.encoders.vae is not None
-    quickstart(clips, tmp_path / "split", 2)
-    quickstart(clips, tmp_path / "split", 4)  # resumes at step 2 inside the epoch bucket plan
-    a = {m["step"]: (m["loss"], m["bucket"]) for m in read_metrics(tmp_path / "split")}
+    # the split run also samples validation videos every 2 steps: with its EMA weights swapped in
+    # and out, the training goes on exactly as the straight run's
+    split = tmp_path / "split"
+    quickstart(clips, split, 2, *VALIDATION)
+    quickstart(clips, split, 4, *VALIDATION)  # resumes at step 2 inside the epoch bucket plan
+    a = {m["step"]: (m["loss"], m["bucket"]) for m in read_metrics(split)}
     b = {m["step"]: (m["loss"], m["bucket"]) for m in metrics}
     assert a == b
+    for step in (2, 4):
+        folder = split / "samples" / f"step_{step}"
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "0000-a_red_circle_moving_left_on_a_black_background-seed5.json",
+            "0000-a_red_circle_moving_left_on_a_black_background-seed5.mp4"]
+    gifs = [(tag, step) for tag, step, data in tb_images(split / "tb") if data[:6] == b"GIF89a"]
+    assert sorted(gifs) == [("val/0000", 2), ("val/0000", 4)]
+
+
+VALIDATION = ["schedule.val_every=2", 'sample.prompts=["a red circle moving left on a black background"]',
+              "sample.steps=2", "sample.seed=5", "sample.num_frames=8", "sample.resolution=[64,64]"]
+
+
+def tb_images(folder: Path):
+    """(tag, step, encoded bytes) of every image summary in the TensorBoard event files."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i < len(data):  # TFRecords: length, its crc, the record, its crc
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for v in event.summary.value:
+                if v.HasField("image"):
+                    yield v.tag, event.step, v.image.encoded_image_string

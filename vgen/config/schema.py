@@ -50,6 +50,7 @@ class ScheduleConfig:
     log_every: int = 10
     ckpt_every: int = 500
     keep_last: int = 3
+    val_every: int = 0  # validation videos (the `sample` prompts and seeds) every n steps; 0: none
 
 
 @dataclass

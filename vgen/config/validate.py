@@ -88,6 +88,37 @@ def check_dpo(cfg: DictConfig, err) -> None:
             f"loss is defined here for flow-matching families (HunyuanVideo, Step-Video)")
 
 
+SAMPLE_METHODS = ("default", "iddpm", "ddim")
+
+
+def check_sample(cfg: DictConfig, err) -> None:
+    """The sampling settings (vgen-sample, and validation when schedule.val_every > 0)."""
+    s = cfg.get("sample")
+    if s is None:
+        return
+    kind = cfg.model.get("objective", {}).get("kind") if cfg.model.get("objective") is not None else None
+    if s.method not in SAMPLE_METHODS:
+        err(f"sample.method={s.method!r}: expected one of {list(SAMPLE_METHODS)}")
+    elif s.method != "default" and kind != "iddpm":
+        err(f"sample.method={s.method}: IDDPM families choose iddpm or ddim; {cfg.model.name} samples with its "
+            f"Euler flow (leave sample.method=default)")
+    if s.shift is not None and kind != "rectified_flow":
+        err(f"sample.shift={s.shift}: the shift of a flow schedule; {cfg.model.name} is not a flow model")
+    for key in ("steps", "num_frames"):
+        if s[key] is not None and s[key] < 1:
+            err(f"sample.{key}={s[key]}: must be >= 1")
+    if s.batch_size < 1:
+        err(f"sample.batch_size={s.batch_size}: must be >= 1")
+    if s.resolution is not None and (len(s.resolution) != 2 or min(s.resolution) < 1):
+        err(f"sample.resolution={list(s.resolution)}: expected [height, width]")
+    val_every = cfg.schedule.get("val_every", 0)
+    if val_every < 0:
+        err(f"schedule.val_every={val_every}: must be >= 0 (0: no validation)")
+    elif val_every and not (s.prompts or s.prompt_file):
+        err("schedule.val_every > 0 samples validation videos of fixed prompts: set sample.prompts or "
+            "sample.prompt_file")
+
+
 def validate(cfg: DictConfig) -> None:
     errors: List[str] = []
     err = errors.append
@@ -145,6 +176,7 @@ def validate(cfg: DictConfig) -> None:
 
     check_family(cfg, err)
     check_dpo(cfg, err)
+    check_sample(cfg, err)
 
     if cfg.resume not in ("auto", "none") and not os.path.isdir(cfg.resume):
         err(f"resume={cfg.resume!r}: expected auto, none or an existing checkpoint directory")

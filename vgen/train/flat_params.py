@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
-from mindspore import Parameter, Tensor
+from mindspore import Parameter, Tensor, ops
 
 from ..parallel.zero import local_segment, shard_size
 
@@ -104,6 +104,22 @@ class Bucket:
         if self.slots:
             local = np.concatenate([source.segment(s.name, self.shards, self.rank) for s in self.slots])
             getattr(self, which).set_data(Tensor(local))
+
+    def write_params(self, which: str, gather=None) -> None:
+        """Overwrite the parameters, in place (compiled graphs keep seeing them), with the master
+        weights or the EMA: a sharded bucket's local segments as they are, else the whole
+        parameters, gathered over the shards first (`gather`: [L] -> [shards, L]) under ZeRO-1/2."""
+        flat = getattr(self, which)
+        if not self.sharded and self.shards > 1:
+            full = gather(flat).asnumpy()
+            values = [full[:, s.offset:s.offset + s.shard].reshape(-1)[:s.numel].reshape(s.shape) for s in self.slots]
+        else:
+            local = flat.asnumpy()
+            values = [local[s.offset:s.offset + (s.shard if self.sharded else s.numel)] for s in self.slots]
+            if not self.sharded:
+                values = [v.reshape(s.shape) for v, s in zip(values, self.slots)]
+        for p, v in zip(self.params, values):
+            ops.assign(p, Tensor(v).astype(p.dtype))
 
     # ---- checkpointed state (the checkpoint module owns the file format) ----------------------
 

@@ -47,6 +47,16 @@ class MetricsLog:
             if isinstance(v, (int, float)) and math.isfinite(v):
                 self.tb.add_scalar(f"train/{k}", v, step)
 
+    def video(self, tag: str, frames, step: int, fps: float = 8) -> None:
+        """uint8 [T, H, W, 3] frames as an animated image (TensorBoard's video: a GIF summary)."""
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        from ..data.video_writer import gif_bytes
+
+        t, h, w, c = frames.shape
+        image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif_bytes(frames, fps))
+        self.tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
     def advance(self, loss: float, lr: float, step_time: float) -> None:
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", s_per_step=f"{step_time:.3f}", refresh=False)
         self.bar.update(1)

@@ -126,6 +126,11 @@ class Trainer:
                                  beta2=s.beta2, eps=s.eps, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
                                  loss_scaling=self.policy.loss_scaling, jit=cfg.jit)
         self.reference = build_reference(cfg, family, self.mesh, self._cast_model) if cfg.dpo.enabled else None
+        self.validation = None
+        if s.val_every > 0:
+            from .validation import Validation
+
+            self.validation = Validation(cfg, family, self.buckets, self.sync, self.mesh.is_main)
         return self
 
     def _cast_model(self, net):
@@ -240,6 +245,12 @@ class Trainer:
                         window = []
                 if step % s.ckpt_every == 0 or step == s.max_steps:
                     self.save(step)
+                if self.validation is not None and step % s.val_every == 0:
+                    measured = self.validation(step, self.run_dir, metrics)
+                    if metrics is not None:
+                        for k, v in measured.items():
+                            metrics.tb.add_scalar(f"val/{k[4:]}", v, step)
+                    t0 = time.perf_counter()  # the next step's time leaves validation out
         finally:
             data.close()
             if metrics is not None:
