@@ -301,3 +301,40 @@ def test_sequence_parallel_sampling_equals_one_process(tmp_path, tokenizers):
         one, sp = (np.load(tmp_path / d / stem, allow_pickle=False)["latent"] for d in ("one", "sp2"))
         assert np.abs(one).max() > 0.1
         np.testing.assert_allclose(sp, one, rtol=1e-5, atol=1e-5)
+
+
+def test_validation_writes_the_ema_into_the_net_and_the_masters_back():
+    """Bucket.write_params: whole parameters (one shard), the local segments of ZeRO-3, and whole
+    parameters gathered from two ranks' segments (ZeRO-1/2), each equal to the EMA it was given."""
+    from mindspore import Parameter, Tensor
+
+    from vgen.parallel.zero import local_segment
+    from vgen.train.flat_params import Bucket
+
+    rng = np.random.default_rng(0)
+    full = {"a": rng.standard_normal((3, 5)).astype(np.float32), "b": rng.standard_normal(7).astype(np.float32)}
+    ema = {k: v + 1.0 for k, v in full.items()}
+    shapes = {k: v.shape for k, v in full.items()}
+
+    def bucket(shards, rank, sharded):
+        params = [Parameter(Tensor(local_segment(v, shards, rank) if sharded else v), name=k) for k, v in full.items()]
+        b = Bucket(0, list(full), params, [True, False], shapes=shapes, shards=shards, shard_rank=rank,
+                   sharded=sharded, ema=True)
+        b.ema.set_data(Tensor(np.concatenate([local_segment(ema[k], shards, rank) for k in full])))
+        return b
+
+    one = bucket(1, 0, False)
+    one.write_params("ema")
+    for (k, want), p in zip(ema.items(), one.params):
+        np.testing.assert_array_equal(p.asnumpy(), want)
+    one.write_params("master")
+    for (k, want), p in zip(full.items(), one.params):
+        np.testing.assert_array_equal(p.asnumpy(), want)
+    z3 = bucket(2, 1, True)
+    z3.write_params("ema")
+    for (k, want), p in zip(ema.items(), z3.params):
+        np.testing.assert_array_equal(p.asnumpy(), local_segment(want, 2, 1))
+    r0, r1 = bucket(2, 0, False), bucket(2, 1, False)
+    r1.write_params("ema", gather=lambda v: Tensor(np.stack([r0.ema.asnumpy(), v.asnumpy()])))
+    for (k, want), p in zip(ema.items(), r1.params):
+        np.testing.assert_array_equal(p.asnumpy(), want)

@@ -223,9 +223,18 @@ def test_tiny_trains_and_resumes_exactly(tmp_path):
 @pytest.mark.dist
 def test_sequence_parallel_and_zero3_equal_one_process(tmp_path):
     """sp 2 (image tokens split, self-attention heads split), ZeRO-3, and LoRA under ZeRO-3 (the
-    frozen base sharded too) at 2 workers, each against one process on the same global batch of 2."""
+    frozen base sharded too) at 2 workers, each against one process on the same global batch of 2.
+    sp2 and ZeRO-3 also draw a validation video at the last step (the EMA written into the
+    sequence-parallel / sharded net and the masters back): their weights still equal the reference's."""
     from distributed import assert_same_run, assert_same_weights, run_scenarios
+    from tiny_tokenizers import write_step_tokenizers
     from vgen.train.trainer import Trainer
+
+    prompt = "a red circle moving left"
+    write_step_tokenizers(tmp_path / "tok", [prompt])
+    val = ["schedule.val_every=3", f'sample.prompts=["{prompt}"]', "sample.steps=2", "sample.num_frames=17",
+           "sample.resolution=[48,80]", f"model.text_encoder.tokenizer={tmp_path / 'tok' / 'step'}",
+           f"model.text_encoder_2.tokenizer={tmp_path / 'tok' / 'bert'}"]
 
     base = [*TINY_MODEL[2:], "model=stepvideo_tiny", "model.input_size=[3,3,5]", "data=synthetic",
             "data.num_samples=8", "schedule.max_steps=3", "schedule.ckpt_every=3", "schedule.ema_decay=0.9",
@@ -235,8 +244,8 @@ def test_sequence_parallel_and_zero3_equal_one_process(tmp_path):
     Trainer(compose([*base, "schedule.batch_size=2"]), ref).setup().run()
     Trainer(compose([*base, *lora, "schedule.batch_size=2"]), lora_ref).setup().run()
     run_scenarios(tmp_path / "two", 2, [
-        {"name": "sp2", "overrides": [*base, "schedule.batch_size=2"], "sp": 2},  # 45 tokens: padded to 46 and masked
-        {"name": "zero3", "overrides": [*base, "schedule.batch_size=1", "parallel.recompute=all"], "zero": 3},
+        {"name": "sp2", "overrides": [*base, *val, "schedule.batch_size=2"], "sp": 2},  # 45 tokens: padded to 46, masked
+        {"name": "zero3", "overrides": [*base, *val, "schedule.batch_size=1", "parallel.recompute=all"], "zero": 3},
         {"name": "lora_zero3", "overrides": [*base, *lora, "schedule.batch_size=1", "parallel.recompute=all"],
          "zero": 3},
     ])
@@ -245,6 +254,8 @@ def test_sequence_parallel_and_zero3_equal_one_process(tmp_path):
     for name, want, atol in (("sp2", ref, 1e-6), ("zero3", ref, 1e-6), ("lora_zero3", lora_ref, 1e-5)):
         assert_same_run(tmp_path / "two" / name, want, steps=range(1, 4))
         assert_same_weights(tmp_path / "two" / name, want, atol)
+    for name in ("sp2", "zero3"):
+        assert [p.suffix for p in sorted((tmp_path / "two" / name / "samples" / "step_3").iterdir())] == [".json", ".mp4"]
 
 
 # ---- text caches: Step-LLM states + HunyuanCLIP states ------------------------------------------------
