@@ -338,3 +338,33 @@ def test_validation_writes_the_ema_into_the_net_and_the_masters_back():
     r1.write_params("ema", gather=lambda v: Tensor(np.stack([r0.ema.asnumpy(), v.asnumpy()])))
     for (k, want), p in zip(ema.items(), r1.params):
         np.testing.assert_array_equal(p.asnumpy(), want)
+
+
+def test_teacache_runs_every_step_below_any_change_and_skips_at_the_published_threshold():
+    """HunyuanVideo's TeaCache: with a threshold below any change it runs the blocks at every step and
+    draws what the plain sampler draws; at 0.15 it skips steps (never the first or the last two),
+    each skipped step reusing the last residual; the draw stays close to the plain one."""
+    from vgen.sample.conditioning import conditioning
+    from vgen.sample.sampler import Sampler
+
+    family = tiny_family("hunyuan_tiny")
+    settings = ["model=hunyuan_tiny", "sample.steps=12", "sample.num_frames=5", "sample.resolution=[32,32]"]
+    draws, caches = {}, {}
+    for thr in (0.0, 1e-9, 0.15):
+        cfg = compose([*settings, f"sample.teacache={thr}"])
+        sampler = Sampler(family, cfg.model, cfg.sample, jit=False)
+        cond, uncond = conditioning(family, FakeEncoders(family), ["a"], sampler.geometry, cfg.sample)
+        draws[thr], caches[thr] = sampler.latents(cond, uncond, [0]), sampler.model.run
+    np.testing.assert_allclose(draws[1e-9], draws[0.0], rtol=1e-5, atol=1e-5)
+    assert (caches[1e-9].computed, caches[1e-9].skipped) == (12, 0)
+    cache = caches[0.15]
+    assert cache.skipped > 0 and cache.computed + cache.skipped == 12
+    rel = np.abs(draws[0.15] - draws[0.0]).mean() / np.abs(draws[0.0]).mean()
+    assert 0 < rel < 0.05, rel
+    with pytest.raises(ConfigError, match="no TeaCache"):
+        cfg = compose(["model=stepvideo_tiny", "sample.teacache=0.1"])
+        Sampler(tiny_family("stepvideo_tiny"), cfg.model, cfg.sample)
+    with pytest.raises(ConfigError, match="parallel.sp=2"):
+        from vgen.config.validate import validate
+
+        validate(compose(["model=hunyuan_tiny", "sample.teacache=0.1", "parallel.workers=2", "parallel.sp=2"]))

@@ -169,6 +169,7 @@ class SampleConfig:
     ema: bool = True  # the checkpoint's EMA weights when it has them
     out_dir: Optional[str] = None  # default: <run_dir>/samples (or the checkpoint's run)/step_<n>
     decode: bool = True  # False: write the latents (npz) instead of decoding them with the VAE
+    teacache: float = 0.0  # TeaCache threshold (HunyuanVideo; published 0.1 and 0.15); 0: every step runs the blocks
 
 
 @dataclass

@@ -109,6 +109,11 @@ def check_sample(cfg: DictConfig, err) -> None:
             err(f"sample.{key}={s[key]}: must be >= 1")
     if s.batch_size < 1:
         err(f"sample.batch_size={s.batch_size}: must be >= 1")
+    if s.get("teacache", 0) < 0:
+        err(f"sample.teacache={s.teacache}: a threshold >= 0 (0: off)")
+    elif s.get("teacache", 0) > 0 and cfg.parallel.sp > 1:
+        err(f"sample.teacache={s.teacache} with parallel.sp={cfg.parallel.sp}: TeaCache decides per step from "
+            "all image tokens, which no rank holds under SP; sample with parallel.sp=1 (ZeRO-3 and DP work)")
     if s.resolution is not None and (len(s.resolution) != 2 or min(s.resolution) < 1):
         err(f"sample.resolution={list(s.resolution)}: expected [height, width]")
     val_every = cfg.schedule.get("val_every", 0)

@@ -188,6 +188,8 @@ class FamilySpec:
     text_encoders: Mapping[str, TextEncoderSpec] = field(default_factory=dict)
     vaes: Mapping[str, VAESpec] = field(default_factory=dict)
     weights: Tuple[WeightsAdapter, ...] = ()  # converters of its official files (model and encoders)
+    # 'module:Class' of a sampling step cache, called (net, threshold, steps, jit) (sample.teacache)
+    teacache: Optional[str] = None
 
 
 @dataclass

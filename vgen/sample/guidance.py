@@ -24,17 +24,21 @@ def _numpy(x):
 
 
 class GuidedModel:
-    """Compiled once; `condition` sets the prompts' inputs of the next sampling loop."""
+    """Compiled once; `condition` sets the prompts' inputs of the next sampling loop. `runner`
+    replaces the compiled denoiser call (x, t, inputs) -> prediction, e.g. a step cache with a
+    reset() per loop (the family's TeaCache)."""
 
-    def __init__(self, family, scale: float, guided_channels: int = None, jit: bool = True):
+    def __init__(self, family, scale: float, guided_channels: int = None, jit: bool = True, runner=None):
         self.cell = Denoiser(family.net, family.denoise)
         self.scale, self.guided = float(scale), guided_channels
         self.inputs = None
-        self.run = ms.jit(self._run) if jit else self._run
+        self.run = runner or (ms.jit(self._run) if jit else self._run)
 
     def condition(self, cond: dict, uncond: dict) -> "GuidedModel":
         both = cond if self.scale == 1.0 else {k: np.concatenate([cond[k], uncond[k]]) for k in cond}
         self.inputs = ms.mutable({k: Tensor(v) for k, v in both.items()})
+        if hasattr(self.run, "reset"):
+            self.run.reset()
         return self
 
     def _run(self, x, t, inputs):

@@ -10,6 +10,7 @@ import numpy as np
 from mindspore import Tensor
 
 from ..config.validate import ConfigError
+from ..models.family import resolve
 from ..rng import keyed_rng
 from .geometry import sample_geometry
 from .guidance import GuidedModel
@@ -32,7 +33,14 @@ class Sampler:
             self.shift = float(o.sample_shift if sample_cfg.shift is None else sample_cfg.shift)
         elif self.method not in ("iddpm", "ddim"):
             raise ConfigError(f"sample.method={sample_cfg.method!r}: IDDPM families sample with iddpm or ddim")
-        self.model = GuidedModel(family, self.cfg_scale, self.geometry.latent[0], jit)
+        self.teacache = float(sample_cfg.get("teacache", 0.0) or 0.0)
+        runner = None
+        if self.teacache > 0:
+            if not family.spec.teacache:
+                raise ConfigError(f"sample.teacache={self.teacache}: family {family.spec.name} has no TeaCache "
+                                  "(its rescaling coefficients are published for HunyuanVideo)")
+            runner = resolve(family.spec.teacache)(family.net, self.teacache, self.steps, jit)
+        self.model = GuidedModel(family, self.cfg_scale, self.geometry.latent[0], jit, runner)
 
     def settings(self) -> dict:
         """What decided the videos (written beside each)."""
@@ -42,6 +50,8 @@ class Sampler:
                "latent_shape": list(g.latent)}
         if self.shift is not None:
             out["shift"] = self.shift
+        if self.teacache > 0:
+            out["teacache"] = self.teacache
         return out
 
     def noise(self, seeds: Sequence[int]) -> np.ndarray:

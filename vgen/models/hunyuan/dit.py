@@ -377,10 +377,16 @@ class HunyuanDiT(nn.Cell):
         self.gather_tokens = GatherSeam(axis=1, ndim=3)
 
     def construct(self, x, t, text_states, text_mask, text_states_2, guidance=None):
+        img, txt, vec, key_mask, cos, sin = self.embed(x, t, text_states, text_mask, text_states_2, guidance)
+        return self.head(self.blocks_forward(img, txt, vec, key_mask, cos, sin), vec, x.shape)
+
+    # the stages of construct, called one by one by a sampler that skips the blocks (TeaCache)
+    def embed(self, x, t, text_states, text_mask, text_states_2, guidance=None):
+        """-> this rank's image tokens, the text tokens, the modulation vector, the key mask over
+        [image, text] and the image tokens' RoPE rows."""
         dtype = self.img_in.proj.weight.dtype
         b = x.shape[0]
-        grid = (x.shape[2] // self.patch_size[0], x.shape[3] // self.patch_size[1], x.shape[4] // self.patch_size[2])
-
+        grid = self.grid(x.shape)
         vec = self.time_in(t, dtype) + self.vector_in(text_states_2.astype(dtype))
         if self.guidance_in is not None:
             if guidance is None:
@@ -399,17 +405,32 @@ class HunyuanDiT(nn.Cell):
             img_mask = ops.ones((b, n_full), ms.float32)
         else:
             img_mask = ops.broadcast_to(valid[None], (b, img.shape[1]))
-        n_img = img.shape[1]
-        key_mask = ops.cat((img_mask, text_mask), 1)
+        return img, txt, vec, ops.cat((img_mask, text_mask), 1), cos, sin
 
+    def blocks_forward(self, img, txt, vec, key_mask, cos, sin):
+        """The double- then single-stream blocks -> the image tokens."""
+        n_img = img.shape[1]
         for block in self.double_blocks:
             img, txt = block(img, txt, vec, key_mask, cos, sin)
         h = ops.cat((img, txt), 1)
         for block in self.single_blocks:
             h = block(h, vec, n_img, key_mask, cos, sin)
+        return h[:, :n_img]
 
-        out = self.gather_tokens(self.final_layer(h[:, :n_img], vec), n_full)
+    def head(self, img, vec, x_shape):
+        """Image tokens -> the velocity [B, C, T, H, W], float32 (gathered from every rank under SP)."""
+        grid = self.grid(x_shape)
+        out = self.gather_tokens(self.final_layer(img, vec), grid[0] * grid[1] * grid[2])
         return self.unpatchify(out, grid).astype(ms.float32)
+
+    def first_block_input(self, img, vec):
+        """The first double block's modulated image input (TeaCache's signal of change)."""
+        first = self.double_blocks[0]
+        shift, scale = chunks(first.img_mod(vec), 6)[:2]
+        return t2i_modulate(first.img_norm1(img), shift, scale)
+
+    def grid(self, x_shape):
+        return (x_shape[2] // self.patch_size[0], x_shape[3] // self.patch_size[1], x_shape[4] // self.patch_size[2])
 
     def unpatchify(self, x, grid):
         """[B, T'*H'*W', C*pt*ph*pw] -> [B, C, T, H, W]; official channel order (c, pt, ph, pw)."""

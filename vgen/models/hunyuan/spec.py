@@ -100,6 +100,7 @@ DIT = FamilySpec(
                             about="the DiT state dict, bare or under \"module\" (DeepSpeed *_model_states.pt, "
                                   "the official release) or \"ema\"; --load-key picks which"),
              LLAMA, CLIP_TEXT),
+    teacache="vgen.models.hunyuan.teacache:TeaCache",
 )
 
 VAE = FamilySpec(
