@@ -107,11 +107,10 @@ def sample(cfg, mesh: Optional[Mesh] = None) -> List[Path]:
     """Writes one video (and its json) per prompt; returns the paths this rank wrote."""
     from ..models.encoders import TextEncoders, build_vae
     from ..models.registry import build_family
+    from ..runtime import setup_device
     from .conditioning import conditioning
     from .output import video_name, write_sample
     from .sampler import Decoder, Sampler
-
-    from ..runtime import setup_device
 
     device = setup_device(cfg.device)  # before any kernel runs
     mesh = mesh or Mesh()
