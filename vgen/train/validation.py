@@ -58,8 +58,9 @@ class Validation:
         finally:
             if self.use_ema:
                 self._weights("master")
+        # PyNative: a graph compiled for a VAE built per validation would stay in MindSpore's cache
         decoder = Decoder(build_vae(self.cfg.model.vae, self.cfg.seed), self.family.latent,
-                          self.cfg.model.vae.frames_per_call, self.cfg.jit)
+                          self.cfg.model.vae.frames_per_call, jit=False)
         folder = run_dir / "samples" / f"step_{step}"
         settings = {**self.sampler.settings(), "model": self.cfg.model.name, "step": step,
                     "weights": "ema" if self.use_ema else "model", "fps": s.fps}
