@@ -43,7 +43,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from vgen.config.validate import ConfigError
 from vgen.data.cache_build import DTYPES, OPTIONS, RUNNERS, Summary, report
-from vgen.data.errors import DataError
 
 log = logging.getLogger("vgen")
 KINDS = ("text", "vae")
@@ -206,18 +205,15 @@ def worker_main(job_file: str) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     import vgen.runtime  # noqa: F401  (quiets MindSpore's C++ logs before MindSpore loads)
-    from vgen.cli.common import fail, setup_logging
-    from vgen.models.weights import WeightsError
+    from vgen.cli.common import setup_logging, user_errors
 
     argv = sys.argv[1:] if argv is None else list(argv)
     setup_logging()
-    try:
+    with user_errors():
         if argv[:1] == [WORKER_MARK]:
             return worker_main(argv[1])
         kind, overrides, options = parse_args(argv)
         run(kind, overrides, options)
-    except (ConfigError, DataError, WeightsError) as e:
-        fail(e)
     return 0
 
 

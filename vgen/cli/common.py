@@ -2,6 +2,7 @@
 validated config with its run directory resolved."""
 import dataclasses
 import logging
+from contextlib import contextmanager
 import os
 import sys
 from pathlib import Path
@@ -94,3 +95,27 @@ def freeze(cfg: DictConfig, run_dir: Path) -> Path:
 def fail(e: Exception, code: int = 2):
     log.error("%s", e)
     sys.exit(code)
+
+
+@contextmanager
+def user_errors():
+    """vgen's own errors (a bad config, data file or weights file) end the command with their message
+    and exit code 2, not a traceback."""
+    from ..data.errors import DataError
+    from ..models.weights import WeightsError
+
+    try:
+        yield
+    except (ConfigError, DataError, WeightsError) as e:
+        fail(e)
+
+
+def launch_workers(parallel, log_dir: Path, frozen_config: Path, *job: str) -> None:
+    """Runs the job on parallel.workers msrun workers that read only the frozen config (Hydra composed
+    once); a worker's failure is this command's exit code, a clean return lets a --multirun sweep go on."""
+    from ..parallel.launch import msrun_command, run_msrun
+    from . import worker
+
+    code = run_msrun(msrun_command(parallel, log_dir, worker.__file__, str(frozen_config), *job))
+    if code:
+        raise SystemExit(code)

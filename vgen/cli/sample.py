@@ -13,38 +13,29 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from ..config.store import register_configs
-from ..config.validate import ConfigError
-from .common import CONF_PATH, fail, prepare, setup_logging
+from .common import CONF_PATH, launch_workers, prepare, setup_logging, user_errors
 
 
 @hydra.main(config_path=CONF_PATH, config_name="train", version_base=None)
 def _main(cfg: DictConfig) -> None:
     setup_logging()
-    from ..data.errors import DataError
-    from ..models.weights import WeightsError
-    from ..sample.run import find_checkpoint, out_folder, read_prompts, sample
+    with user_errors():
+        from ..parallel.launch import in_msrun
+        from ..sample.run import find_checkpoint, out_folder, read_prompts, sample
 
-    try:
         plain = prepare(cfg)
         read_prompts(plain.sample)  # no prompts: say so before anything is built
-        if plain.parallel.workers > 1:
-            from ..parallel.launch import in_msrun, msrun_command, run_msrun
+        if plain.parallel.workers > 1 and not in_msrun():
             from ..train.checkpoint import write_text_atomic
-            from . import worker
 
-            if not in_msrun():
-                ckpt, run = find_checkpoint(plain.sample.checkpoint) if plain.sample.checkpoint else (None, None)
-                folder = out_folder(plain, ckpt, run)
-                folder.mkdir(parents=True, exist_ok=True)
-                frozen = folder / "sample_config.yaml"
-                write_text_atomic(frozen, OmegaConf.to_yaml(plain))
-                code = run_msrun(msrun_command(plain.parallel, folder / "logs", worker.__file__, str(frozen), "sample"))
-                if code:
-                    raise SystemExit(code)
-                return
+            ckpt, run = find_checkpoint(plain.sample.checkpoint) if plain.sample.checkpoint else (None, None)
+            folder = out_folder(plain, ckpt, run)
+            folder.mkdir(parents=True, exist_ok=True)
+            frozen = folder / "sample_config.yaml"
+            write_text_atomic(frozen, OmegaConf.to_yaml(plain))
+            launch_workers(plain.parallel, folder / "logs", frozen, "sample")
+            return
         sample(plain)
-    except (ConfigError, DataError, WeightsError) as e:
-        fail(e)
 
 
 def main() -> None:

@@ -6,35 +6,24 @@ import hydra
 from omegaconf import DictConfig
 
 from ..config.store import register_configs
-from ..config.validate import ConfigError
-from .common import CONF_PATH, fail, freeze, prepare, setup_logging
+from .common import CONF_PATH, freeze, launch_workers, prepare, setup_logging, user_errors
 
 
 @hydra.main(config_path=CONF_PATH, config_name="train", version_base=None)
 def _main(cfg: DictConfig) -> None:
     setup_logging()
-    from ..data.errors import DataError
-    from ..models.weights import WeightsError
-
-    try:
+    with user_errors():
         plain = prepare(cfg)
         run_dir = Path(plain.run_dir)
-        freeze(plain, run_dir)
-        if plain.parallel.workers > 1:
-            from ..parallel.launch import in_msrun, msrun_command, run_msrun
-            from . import worker
+        config = freeze(plain, run_dir)
+        from ..parallel.launch import in_msrun
 
-            if not in_msrun():  # the workers read only <run_dir>/config.yaml: Hydra composed once
-                code = run_msrun(msrun_command(plain.parallel, run_dir / "logs", worker.__file__,
-                                               str(run_dir / "config.yaml")))
-                if code:  # a clean return lets a --multirun sweep go on to its next point
-                    raise SystemExit(code)
-                return
+        if plain.parallel.workers > 1 and not in_msrun():
+            launch_workers(plain.parallel, run_dir / "logs", config)
+            return
         from ..train.trainer import train
 
         train(plain, run_dir)
-    except (ConfigError, DataError, WeightsError) as e:
-        fail(e)
 
 
 def main() -> None:

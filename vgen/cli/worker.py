@@ -16,10 +16,8 @@ def main(argv=None) -> int:
     job = argv[1] if len(argv) > 1 else "train"
     from omegaconf import OmegaConf
 
-    from vgen.cli.common import fail, setup_logging
+    from vgen.cli.common import fail, setup_logging, user_errors
     from vgen.config.validate import ConfigError
-    from vgen.data.errors import DataError
-    from vgen.models.weights import WeightsError
     from vgen.parallel.comm import barrier, init_distributed
     from vgen.parallel.mesh import build_mesh
     from vgen.runtime import setup_device
@@ -31,7 +29,7 @@ def main(argv=None) -> int:
     if size != cfg.parallel.workers:
         fail(ConfigError(f"msrun started {size} workers but parallel.workers={cfg.parallel.workers}"))
     mesh = build_mesh(rank, size, cfg.parallel.sp)
-    try:
+    with user_errors():
         if job == "sample":
             from vgen.sample.run import sample
 
@@ -40,8 +38,6 @@ def main(argv=None) -> int:
             from vgen.train.trainer import train
 
             train(cfg, config_path.parent, mesh)
-    except (ConfigError, DataError, WeightsError) as e:
-        fail(e)
     barrier()  # no rank leaves while a peer is still in a collective
     return 0
 
