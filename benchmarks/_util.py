@@ -22,10 +22,10 @@ def compose(overrides):
 
 
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process: VmHWM (KiB), not ru_maxrss, which Linux carries over
-    from the forking parent across exec."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 2 ** 20
+    """Peak resident memory of this process (VmHWM)."""
+    from vgen.runtime import memory_gb
+
+    return memory_gb("VmHWM")
 
 
 def run_ranks(script: list, workers: int, out: Path, env: dict, what: str) -> list:

@@ -12,10 +12,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-# runs a module as __main__, then prints its own peak RSS (VmHWM, KiB) as the last line
+# runs a module as __main__, then prints its own peak RSS (VmHWM, GiB) as the last line
 WRAPPER = ("import runpy, sys; sys.argv = sys.argv[1:]; "
            "runpy.run_module(sys.argv[0], run_name='__main__') if sys.argv[0] != '-' else __import__('mindspore'); "
-           "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+           "from vgen.runtime import memory_gb; print(memory_gb('VmHWM'))")
 
 
 def run(module, *args):
@@ -26,7 +26,7 @@ def run(module, *args):
     dt = time.perf_counter() - t0
     lines = r.stdout.strip().splitlines()
     total = next((line for line in lines if line.startswith("total_params")), "")
-    return dt, int(lines[-1]) / 2 ** 20, total
+    return dt, float(lines[-1]), total
 
 
 def main():

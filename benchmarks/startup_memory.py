@@ -21,14 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _util import peak_rss_gb, run_ranks  # noqa: E402  (beside this script)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from vgen.runtime import memory_gb  # noqa: E402
 
 
 def overrides(args, pretrained: str, workers: int) -> list:
@@ -53,7 +46,7 @@ def run_worker(out: Path, cfg_overrides: list):
 
     rank, size = init_distributed() if in_distributed_job() else (0, 1)
     cfg = compose(cfg_overrides)
-    base = rss_mb()
+    base = memory_gb() * 1024
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(cfg, Path(run), build_mesh(rank, size, 1)).setup()
         peak = peak_rss_gb() * 1024

@@ -14,7 +14,7 @@ import vgen.models.stepvideo.vae as sv
 from conftest import layout_lines
 from vgen.models.layers.init import count_params, declare_only, materialize, named_params
 from vgen.models.weights import net_arrays
-from vgen.runtime import setup_device
+from vgen.runtime import memory_gb, setup_device
 
 setup_device("auto")  # before any kernel runs: the cache tool and the trainer select the device too
 RTOL, ATOL = 1e-4, 1e-5
@@ -201,17 +201,13 @@ def test_full_preset_matches_official_layout():
     """Declared in seconds without allocating: names, shapes and order of the official model.
     Resident memory is compared while the net is alive (a peak would hide under this worker's
     earlier peaks)."""
-    def rss_kb():
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-
-    before = rss_kb()
+    before = memory_gb()
     start = time.time()
     net = sv.build_stepvideo_vae("v2")
     assert time.time() - start < 20
     assert [f"{n} {list(p.shape)}" for n, p in named_params(net)] == layout_lines("stepvideo_vae_v2.txt")
     assert count_params(net) == (498_818_819, 0)
-    grown_mb = (rss_kb() - before) / 1024
+    grown_mb = (memory_gb() - before) * 1024
     assert grown_mb < 500, f"declaring grew the RSS by {grown_mb:.0f} MB (fp32 weights: 1995 MB)"
 
 

@@ -33,3 +33,14 @@ def setup_device(requested: str) -> str:
         ms.set_device(device, device_id)
     _DEVICE = device
     return device
+
+
+def memory_gb(field: str = "VmRSS") -> float:
+    """This process's resident memory (GiB) from /proc/self/status: VmRSS now, VmHWM at its peak.
+    VmHWM, not ru_maxrss: Linux carries the forking parent's peak into a child's ru_maxrss across exec.
+    0.0 where the kernel has no such file."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 2 ** 20
+    except (OSError, StopIteration):
+        return 0.0

@@ -10,12 +10,9 @@ import logging
 import time
 from pathlib import Path
 
+from ..runtime import memory_gb
+
 log = logging.getLogger("vgen")
-
-
-def rss_gb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 2 ** 20
 
 
 class Validation:
@@ -49,7 +46,7 @@ class Validation:
         from ..sample.output import video_name, write_sample
         from ..sample.sampler import Decoder
 
-        s, t0, before = self.cfg.sample, time.perf_counter(), rss_gb()
+        s, t0, before = self.cfg.sample, time.perf_counter(), memory_gb()
         if self.use_ema:
             self._weights("ema")
         try:
@@ -64,10 +61,10 @@ class Validation:
         folder = run_dir / "samples" / f"step_{step}"
         settings = {**self.sampler.settings(), "model": self.cfg.model.name, "step": step,
                     "weights": "ema" if self.use_ema else "model", "fps": s.fps}
-        peak = rss_gb()
+        peak = memory_gb()
         for index, latents in drawn:
             frames = decoder(latents)
-            peak = max(peak, rss_gb())
+            peak = max(peak, memory_gb())
             if not self.is_main:
                 continue
             for j, i in enumerate(index):
@@ -77,7 +74,7 @@ class Validation:
                     metrics.video(f"val/{i:04d}", frames[j], step, fps=s.fps)
         del decoder
         gc.collect()
-        after = rss_gb()
+        after = memory_gb()
         out = {"val_videos": len(self.prompts), "val_time_s": time.perf_counter() - t0, "val_rss_before_gb": before,
                "val_rss_peak_gb": peak, "val_rss_after_gb": after}
         if self.is_main:

@@ -1,7 +1,7 @@
 """Normalisation layers computed in fp32 whatever the compute dtype, with PyTorch's names."""
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, ops
 
 from .init import new_param, ones, zeros
 from .sharding import ShardableLayer
