@@ -106,6 +106,16 @@ def _is_declared(p) -> bool:
     return bool(getattr(p, "has_init", False))
 
 
+def adapt_family(family, lora_cfg, seed: int, dropout: float) -> List[str]:
+    """model.lora's adapters on the family's net: the Linears lora_cfg.targets names, else the
+    family's declared LoRA targets; returns the adapted paths."""
+    targets = list(lora_cfg.targets) or list(family.spec.lora_targets)
+    if not targets:
+        raise WeightsError(f"model.lora.targets: family {family.name} has no default LoRA targets; name the "
+                           "Linear layers to adapt (module-path patterns)")
+    return apply_lora(family.net, lora_cfg.rank, lora_cfg.alpha or lora_cfg.rank, targets, dropout, seed=seed)
+
+
 def apply_lora(net: nn.Cell, rank: int, alpha: float, targets: Union[str, Sequence[str]], dropout: float = 0.0,
                seed: int = 0) -> List[str]:
     """Adapt the Linears matched by `targets`, freeze everything else; returns the adapted paths.

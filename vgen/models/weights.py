@@ -57,6 +57,18 @@ def loadable(net: nn.Cell, skip=frozenset()) -> Dict[str, tuple]:
     return {n: tuple(p.shape) for n, p in named_params(net) if not is_derived(p) and n not in skip}
 
 
+def open_pretrained(path: str, net: nn.Cell, init_only: Iterable[str] = (), skip=frozenset(),
+                    strict: bool = True) -> "SafetensorsWeights":
+    """model.pretrained opened and checked against the net's loadable parameters, less `skip` (a
+    LoRA net's adapters, which the base file does not hold); `init_only` prefixes may be missing."""
+    try:
+        weights = SafetensorsWeights(path)
+    except WeightsError as e:
+        raise WeightsError(f"model.pretrained: {e}") from e
+    check_layout(path, *layout_problems(loadable(net, skip=skip), weights.shapes, init_only), strict=strict)
+    return weights
+
+
 def load_arrays(net: nn.Cell, arrays: Dict[str, np.ndarray], source: str, strict: bool = True,
                 optional: Iterable[str] = ()) -> None:
     """Copy arrays into the net (as fp32). Derived buffers are recomputed, never loaded; parameters

@@ -4,8 +4,9 @@ guidance) and, for the unconditional branch of classifier-free guidance, what th
 its dropped captions as: the caption-dropout flags (drop_to "model": a learned null caption inside
 the net) or the empty prompt's embedding (drop_to "empty"; sample.negative_prompt in its place
 when set)."""
+import gc
 import logging
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -52,3 +53,22 @@ def conditioning(family, encoders, prompts: Sequence[str], geometry, sample_cfg,
         empty = encoders([sample_cfg.negative_prompt] * len(prompts), np.full(len(prompts), image))
         uncond = model_inputs(family, empty, geometry, sample_cfg.fps, guidance)
     return cond, uncond
+
+
+def encoded_batches(family, model_cfg, seed: int, prompts: Sequence[str], index: List[int], geometry,
+                    sample_cfg, jit: bool) -> list:
+    """[(indices, conditional, unconditional)] per sample.batch_size prompts of `index` (an index -1
+    pads with the last prompt: drawn, not written). The text encoders are built for it and freed
+    after, so their memory is back before the denoiser's weights are loaded."""
+    from ..models.encoders import TextEncoders
+
+    encoders = TextEncoders.from_model_config(model_cfg, seed, jit=jit)
+    size = sample_cfg.batch_size
+    batches = []
+    for start in range(0, len(index), size):
+        part = index[start:start + size]
+        batches.append((part, *conditioning(family, encoders, [prompts[i] for i in part], geometry, sample_cfg,
+                                            sample_cfg.guidance)))
+    del encoders
+    gc.collect()
+    return batches

@@ -3,7 +3,6 @@ weights (a checkpoint's EMA or model weights, a LoRA run's adapters over model.p
 model.pretrained, else the seeded initialisation), parallelized as parallel asks (Ulysses SP,
 ZeRO-3 gathers); then per batch: sample, decode, write. Under msrun the prompts are split over
 the data-parallel groups; the first rank of each SP group writes its videos."""
-import gc
 import logging
 from pathlib import Path
 from typing import List, Optional
@@ -58,8 +57,8 @@ def with_run_model(cfg, run: Optional[Path]):
 def load_weights(cfg, family, mesh: Mesh, ckpt: Optional[Path], device: str) -> None:
     """The declared family's weights in place, parallelized and in the compute dtype."""
     from ..models.layers.init import named_params
-    from ..models.lora import adapter_names, apply_lora
-    from ..models.weights import SafetensorsWeights, check_layout, fill_parameters, layout_problems, loadable
+    from ..models.lora import adapt_family, adapter_names
+    from ..models.weights import check_layout, fill_parameters, layout_problems, open_pretrained
     from ..parallel.plan import parallelize, sharded_names
     from ..train.checkpoint import CheckpointReader
     from ..train.precision import cast_model, resolve_precision
@@ -67,8 +66,7 @@ def load_weights(cfg, family, mesh: Mesh, ckpt: Optional[Path], device: str) -> 
     policy = resolve_precision(cfg.precision.dtype, device, cfg.model.dtype_exempt)
     lora = cfg.model.lora
     if lora.rank > 0:
-        apply_lora(family.net, lora.rank, lora.alpha or lora.rank, list(lora.targets) or list(family.spec.lora_targets),
-                   0.0, seed=cfg.seed)
+        adapt_family(family, lora, cfg.seed, dropout=0.0)
     shapes = {n: tuple(q.shape) for n, q in named_params(family.net)}
     sources, what = [], []
     if ckpt is not None:
@@ -80,11 +78,8 @@ def load_weights(cfg, family, mesh: Mesh, ckpt: Optional[Path], device: str) -> 
         sources.append(weights)
         what.append(f"{ckpt} ({kind})")
     if cfg.model.pretrained:
-        pretrained = SafetensorsWeights(cfg.model.pretrained)
-        skip = set(adapter_names(family.net)) if lora.rank > 0 else set()
-        check_layout(cfg.model.pretrained, *layout_problems(loadable(family.net, skip=skip), pretrained.shapes,
-                                                             family.init_only), strict=ckpt is None)
-        sources.append(pretrained)
+        sources.append(open_pretrained(cfg.model.pretrained, family.net, family.init_only,
+                                       adapter_names(family.net), strict=ckpt is None))
         what.append(cfg.model.pretrained)
     if mesh.is_main:
         log.info("weights: %s", " over ".join(what) if what else f"none given: the seeded initialisation (seed {cfg.seed})")
@@ -105,10 +100,10 @@ def out_folder(cfg, ckpt: Optional[Path], run: Optional[Path]) -> Path:
 
 def sample(cfg, mesh: Optional[Mesh] = None) -> List[Path]:
     """Writes one video (and its json) per prompt; returns the paths this rank wrote."""
-    from ..models.encoders import TextEncoders, build_vae
+    from ..models.encoders import build_vae
     from ..models.registry import build_family
     from ..runtime import setup_device
-    from .conditioning import conditioning
+    from .conditioning import encoded_batches
     from .output import video_name, write_sample
     from .sampler import Decoder, Sampler
 
@@ -124,14 +119,7 @@ def sample(cfg, mesh: Optional[Mesh] = None) -> List[Path]:
     # makes the same number of calls (ZeRO-3 gathers span all ranks)
     mine = [i for i in range(len(prompts)) if i % mesh.dp == mesh.dp_rank]
     mine += [-1] * (-(-len(prompts) // mesh.dp) - len(mine))
-    encoders = TextEncoders.from_model_config(cfg.model, cfg.seed, jit=cfg.jit)
-    batches = []
-    for start in range(0, len(mine), s.batch_size):
-        index = mine[start:start + s.batch_size]
-        batches.append((index, *conditioning(family, encoders, [prompts[i] for i in index], sampler.geometry, s,
-                                             s.guidance)))  # prompts[-1] pads
-    del encoders  # the prompts are encoded: their memory goes back before the denoiser is loaded
-    gc.collect()
+    batches = encoded_batches(family, cfg.model, cfg.seed, prompts, mine, sampler.geometry, s, cfg.jit)
     load_weights(cfg, family, mesh, ckpt, device)
     decoder = Decoder(build_vae(cfg.model.vae, cfg.seed), family.latent, cfg.model.vae.frames_per_call,
                       cfg.jit) if s.decode else None

@@ -17,10 +17,9 @@ from mindspore import Tensor
 from omegaconf import DictConfig
 
 from ..models.layers.init import named_params
-from ..models.lora import adapter_names, apply_lora
+from ..models.lora import adapt_family, adapter_names
 from ..models.registry import build_family
-from ..models.weights import (SafetensorsWeights, WeightsError, check_layout, fill_parameters, layout_problems,
-                              loadable)
+from ..models.weights import check_layout, fill_parameters, layout_problems, open_pretrained
 from ..objectives.dpo import FlowDPO
 from ..parallel.comm import barrier
 from ..parallel.mesh import Mesh
@@ -76,11 +75,7 @@ class Trainer:
         fixed = [n for n, q in named_params(net) if not q.requires_grad]
         lora = cfg.model.lora
         if lora.rank > 0:  # adapters on the frozen base; checkpoints then hold the adapters only
-            targets = list(lora.targets) or list(family.spec.lora_targets)
-            if not targets:
-                raise ValueError(f"model.lora.targets: family {family.name} has no default LoRA targets; name the "
-                                 "Linear layers to adapt (module-path patterns)")
-            adapted = apply_lora(net, lora.rank, lora.alpha or lora.rank, targets, lora.dropout, seed=cfg.seed)
+            adapted = adapt_family(family, lora, cfg.seed, lora.dropout)
             if self.mesh.is_main:
                 log.info("LoRA rank %d on %d layers; the base stays frozen", lora.rank, len(adapted))
         trainable = [(n, q) for n, q in named_params(net) if q.requires_grad]
@@ -97,13 +92,7 @@ class Trainer:
             check_layout(str(self.resume_from), *layout_problems(expected, ckpt.shapes), strict=True)
             sources.append(ckpt)
         if cfg.model.pretrained and (reader is None or lora.rank > 0):
-            try:
-                pretrained = SafetensorsWeights(cfg.model.pretrained)
-            except WeightsError as e:
-                raise WeightsError(f"model.pretrained: {e}") from e
-            base = loadable(net, skip=set(adapter_names(net)) if lora.rank > 0 else set())
-            check_layout(cfg.model.pretrained, *layout_problems(base, pretrained.shapes, family.init_only), strict=True)
-            sources.append(pretrained)
+            sources.append(open_pretrained(cfg.model.pretrained, net, family.init_only, adapter_names(net)))
         fill_parameters(net, cfg.seed, sources, sharded, self.mesh.size, self.mesh.rank)
         fixed = set(fixed)
         self.fixed = {n: q.asnumpy() for n, q in named_params(net) if n in fixed}

@@ -17,8 +17,7 @@ log = logging.getLogger("vgen")
 
 class Validation:
     def __init__(self, cfg, family, buckets, sync, is_main: bool):
-        from ..models.encoders import TextEncoders
-        from ..sample.conditioning import conditioning
+        from ..sample.conditioning import encoded_batches
         from ..sample.run import read_prompts
         from ..sample.sampler import Sampler
 
@@ -26,14 +25,8 @@ class Validation:
         self.cfg, self.family, self.buckets, self.sync, self.is_main = cfg, family, buckets, sync, is_main
         self.prompts = read_prompts(s)
         self.sampler = Sampler(family, cfg.model, s, jit=cfg.jit)
-        encoders = TextEncoders.from_model_config(cfg.model, cfg.seed, jit=False)  # used once: no compile
-        self.batches = []
-        for start in range(0, len(self.prompts), s.batch_size):
-            index = list(range(start, min(start + s.batch_size, len(self.prompts))))
-            self.batches.append((index, *conditioning(family, encoders, [self.prompts[i] for i in index],
-                                                      self.sampler.geometry, s, s.guidance)))
-        del encoders
-        gc.collect()
+        self.batches = encoded_batches(family, cfg.model, cfg.seed, self.prompts, list(range(len(self.prompts))),
+                                       self.sampler.geometry, s, jit=False)  # encoded once: no compile
         self.use_ema = all(b.ema is not None for b in buckets) and cfg.schedule.ema_decay > 0
 
     def _weights(self, which: str) -> None:
