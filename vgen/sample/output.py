@@ -20,20 +20,17 @@ def video_name(index: int, prompt: str, seed: int) -> str:
 def write_sample(folder: Path, name: str, settings: dict, frames: np.ndarray = None, fps: float = 24.0,
                  latent: np.ndarray = None) -> Path:
     """frames uint8 [T, H, W, 3] (or the latent when not decoded) -> the file's path."""
+    from ..train.checkpoint import write_text_atomic
+
     folder.mkdir(parents=True, exist_ok=True)
     if frames is None:
-        path = folder / f"{name}.npz"
-        tmp = folder / f".{name}.tmp.npz"
-        np.savez(tmp, latent=latent)
+        suffix, write = ".npz", lambda tmp: np.savez(tmp, latent=latent)
     elif len(frames) == 1:
-        path, tmp = folder / f"{name}.png", folder / f".{name}.tmp.png"
-        write_png(str(tmp), frames[0])
+        suffix, write = ".png", lambda tmp: write_png(tmp, frames[0])
     else:
-        path, tmp = folder / f"{name}.mp4", folder / f".{name}.tmp.mp4"
-        write_video(str(tmp), frames, fps=fps)
+        suffix, write = ".mp4", lambda tmp: write_video(tmp, frames, fps=fps)
+    path, tmp = folder / f"{name}{suffix}", folder / f".{name}.tmp{suffix}"  # the writers go by the suffix
+    write(str(tmp))
     os.replace(tmp, path)
-    meta = folder / f"{name}.json"
-    tmp_meta = folder / f".{name}.tmp.json"
-    tmp_meta.write_text(json.dumps({**settings, "file": path.name}, indent=2))
-    os.replace(tmp_meta, meta)
+    write_text_atomic(folder / f"{name}.json", json.dumps({**settings, "file": path.name}, indent=2))
     return path
