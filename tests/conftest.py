@@ -38,8 +38,8 @@ def cli(*args, env=None, timeout=600, check=False):
     return r
 
 
-def read_metrics(run_dir):
-    return [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines()]
+def read_metrics(run_dir, name="metrics.jsonl"):
+    return [json.loads(line) for line in Path(run_dir, name).read_text().splitlines()]
 
 
 def layout_lines(name):

@@ -46,6 +46,10 @@ def test_unknown_or_mistyped_keys_fail_fast_naming_the_key(override, names):
     (["parallel.recompute=some"], "parallel.recompute"),
     (["schedule.ema_decay=1.5"], "schedule.ema_decay"),
     (["model.input_size=[4,15,16]"], "model.input_size"),
+    (["schedule.val_every=5"], "data.holdout"),  # neither prompts nor held-out samples to validate with
+    (["data.holdout=-1"], "data.holdout"),
+    (["data.num_samples=4", "data.holdout=4", "schedule.val_every=5"], "data.holdout"),
+    (["data.holdout=2", "schedule.val_every=5", "schedule.val_levels=[0.5,1.5]"], "schedule.val_levels"),
 ])
 def test_impossible_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO, compose, read_metrics
@@ -34,19 +35,28 @@ def quickstart(clips, run, steps, *more):
 
 
 def test_quickstart_trains_from_videos_and_resumes_exactly_with_buckets(clips, tmp_path):
-    straight = quickstart(clips, tmp_path / "straight", 4)
+    straight = quickstart(clips, tmp_path / "straight", 4, *HELD_OUT)  # the validation loss only
     metrics = read_metrics(tmp_path / "straight")
+    assert straight.data.sampler.num_samples == len(straight.data.dataset) - 2  # held out of training
     assert [m["step"] for m in metrics] == list(range(1, 5))
     assert {m["bucket"] for m in metrics} <= {"8x64x64", "8x48x80", "8x80x48", "1x64x64", "1x48x80", "1x80x48"}
     assert straight.data.encoders is not None and straight.data.encoders.vae is not None
     # the split run also samples validation videos every 2 steps: with its EMA weights swapped in
     # and out, the training goes on exactly as the straight run's
     split = tmp_path / "split"
-    quickstart(clips, split, 2, *VALIDATION)
-    quickstart(clips, split, 4, *VALIDATION)  # resumes at step 2 inside the epoch bucket plan
+    quickstart(clips, split, 2, *HELD_OUT, *VALIDATION)
+    quickstart(clips, split, 4, *HELD_OUT, *VALIDATION)  # resumes at step 2 inside the epoch bucket plan
     a = {m["step"]: (m["loss"], m["bucket"]) for m in read_metrics(split)}
     b = {m["step"]: (m["loss"], m["bucket"]) for m in metrics}
     assert a == b
+    # the held-out loss of the resumed run (and one with videos) is the uninterrupted run's
+    val = {m["step"]: m for m in read_metrics(split, "validation.jsonl")}
+    want = {m["step"]: m for m in read_metrics(tmp_path / "straight", "validation.jsonl")}
+    assert sorted(val) == sorted(want) == [2, 4] and val[2]["val_loss"] != val[4]["val_loss"]
+    assert all(np.isfinite(m["val_loss"]) for m in want.values())
+    for step in (2, 4):
+        for key in ("val_loss", "val_loss_0.10", "val_loss_0.90"):
+            np.testing.assert_allclose(val[step][key], want[step][key], rtol=1e-6)
     for step in (2, 4):
         folder = split / "samples" / f"step_{step}"
         assert sorted(p.name for p in folder.iterdir()) == [
@@ -56,6 +66,7 @@ def test_quickstart_trains_from_videos_and_resumes_exactly_with_buckets(clips, t
     assert sorted(gifs) == [("val/0000", 2), ("val/0000", 4)]
 
 
+HELD_OUT = ["data.holdout=2", "schedule.val_every=2"]
 VALIDATION = ["schedule.val_every=2", 'sample.prompts=["a red circle moving left on a black background"]',
               "sample.steps=2", "sample.seed=5", "sample.num_frames=8", "sample.resolution=[64,64]"]
 

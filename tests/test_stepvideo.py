@@ -225,7 +225,9 @@ def test_sequence_parallel_and_zero3_equal_one_process(tmp_path):
     """sp 2 (image tokens split, self-attention heads split), ZeRO-3, and LoRA under ZeRO-3 (the
     frozen base sharded too) at 2 workers, each against one process on the same global batch of 2.
     sp2 and ZeRO-3 also draw a validation video at the last step (the EMA written into the
-    sequence-parallel / sharded net and the masters back): their weights still equal the reference's."""
+    sequence-parallel / sharded net and the masters back): their weights still equal the reference's.
+    Every run scores 3 held-out samples (8-10, after the 8 it trains on; ZeRO-3's two data-parallel
+    ranks score 2 and 1 + a weight-0 repeat): the validation losses equal one process's."""
     from distributed import assert_same_run, assert_same_weights, run_scenarios
     from tiny_tokenizers import write_step_tokenizers
     from vgen.train.trainer import Trainer
@@ -237,8 +239,8 @@ def test_sequence_parallel_and_zero3_equal_one_process(tmp_path):
            f"model.text_encoder_2.tokenizer={tmp_path / 'tok' / 'bert'}"]
 
     base = [*TINY_MODEL[2:], "model=stepvideo_tiny", "model.input_size=[3,3,5]", "data=synthetic",
-            "data.num_samples=8", "schedule.max_steps=3", "schedule.ckpt_every=3", "schedule.ema_decay=0.9",
-            "schedule.warmup_steps=0", "schedule.lr=1e-3"]
+            "data.num_samples=11", "schedule.max_steps=3", "schedule.ckpt_every=3", "schedule.ema_decay=0.9",
+            "schedule.warmup_steps=0", "schedule.lr=1e-3", "data.holdout=3", "schedule.val_every=3"]
     lora = ["model.lora.rank=4", "model.lora.alpha=4"]
     ref, lora_ref = tmp_path / "single", tmp_path / "single_lora"
     Trainer(compose([*base, "schedule.batch_size=2"]), ref).setup().run()
@@ -254,6 +256,9 @@ def test_sequence_parallel_and_zero3_equal_one_process(tmp_path):
     for name, want, atol in (("sp2", ref, 1e-6), ("zero3", ref, 1e-6), ("lora_zero3", lora_ref, 1e-5)):
         assert_same_run(tmp_path / "two" / name, want, steps=range(1, 4))
         assert_same_weights(tmp_path / "two" / name, want, atol)
+        got, ref_val = (read_metrics(run, "validation.jsonl")[-1] for run in (tmp_path / "two" / name, want))
+        assert got["step"] == ref_val["step"] == 3 and np.isfinite(ref_val["val_loss"])
+        np.testing.assert_allclose(got["val_loss"], ref_val["val_loss"], rtol=1e-5, err_msg=name)
     for name in ("sp2", "zero3"):
         assert [p.suffix for p in sorted((tmp_path / "two" / name / "samples" / "step_3").iterdir())] == [".json", ".mp4"]
 

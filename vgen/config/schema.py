@@ -50,7 +50,10 @@ class ScheduleConfig:
     log_every: int = 10
     ckpt_every: int = 500
     keep_last: int = 3
-    val_every: int = 0  # validation videos (the `sample` prompts and seeds) every n steps; 0: none
+    # validation every n steps (0: none): videos of the `sample` prompts and seeds, and the loss on the
+    # data.holdout samples at these noise levels (0 data, 1 noise; IDDPM: timestep level x (T - 1))
+    val_every: int = 0
+    val_levels: List[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
 
 
 @dataclass
@@ -87,6 +90,7 @@ class DataConfig:
     skip_bad: bool = False  # skip and count unreadable samples instead of failing
     text_dropout: Optional[float] = None  # caption dropout; None: the family's default
     prefetch: int = 2  # batches prepared ahead of the trainer by a background thread
+    holdout: int = 0  # the data set's last n samples are never trained on: the validation loss scores them
 
 
 @dataclass

@@ -116,12 +116,28 @@ def check_sample(cfg: DictConfig, err) -> None:
             "all image tokens, which no rank holds under SP; sample with parallel.sp=1 (ZeRO-3 and DP work)")
     if s.resolution is not None and (len(s.resolution) != 2 or min(s.resolution) < 1):
         err(f"sample.resolution={list(s.resolution)}: expected [height, width]")
-    val_every = cfg.schedule.get("val_every", 0)
-    if val_every < 0:
-        err(f"schedule.val_every={val_every}: must be >= 0 (0: no validation)")
-    elif val_every and not (s.prompts or s.prompt_file):
-        err("schedule.val_every > 0 samples validation videos of fixed prompts: set sample.prompts or "
-            "sample.prompt_file")
+
+
+def check_validation(cfg: DictConfig, err) -> None:
+    """schedule.val_every: videos of the sample group's prompts and/or the loss on data.holdout samples."""
+    every, levels = cfg.schedule.get("val_every", 0), list(cfg.schedule.get("val_levels", []))
+    holdout = cfg.data.get("holdout", 0)
+    s = cfg.get("sample")
+    prompts = s is not None and bool(s.prompts or s.prompt_file)
+    if every < 0:
+        err(f"schedule.val_every={every}: must be >= 0 (0: no validation)")
+    elif every and not (prompts or holdout):
+        err("schedule.val_every > 0 validates with videos of fixed prompts (sample.prompts or sample.prompt_file), "
+            "the loss on held-out samples (data.holdout=<n>), or both: set one")
+    if holdout < 0:
+        err(f"data.holdout={holdout}: must be >= 0")
+    if holdout and cfg.get("dpo") is not None and cfg.dpo.enabled:
+        err("data.holdout with dpo.enabled: the preference loss needs the reference's errors, which validation "
+            "does not compute; hold out pairs in a CSV of their own and leave data.holdout=0")
+    if holdout and cfg.data.kind == "synthetic" and holdout >= cfg.data.num_samples:
+        err(f"data.holdout={holdout} leaves no training samples of data.num_samples={cfg.data.num_samples}")
+    if holdout and (not levels or any(not 0.0 <= v <= 1.0 for v in levels)):
+        err(f"schedule.val_levels={levels}: noise levels in [0, 1] (0 data, 1 noise), at least one")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -182,6 +198,7 @@ def validate(cfg: DictConfig) -> None:
     check_family(cfg, err)
     check_dpo(cfg, err)
     check_sample(cfg, err)
+    check_validation(cfg, err)
 
     if cfg.resume not in ("auto", "none") and not os.path.isdir(cfg.resume):
         err(f"resume={cfg.resume!r}: expected auto, none or an existing checkpoint directory")

@@ -168,6 +168,10 @@ class IDDPM:
         noise = np.stack([r.standard_normal(latent_shape, dtype=np.float32) for r in rngs["noise"]])
         return {"t": t, "noise": noise}
 
+    def timesteps_at(self, levels) -> np.ndarray:
+        """The `t` field of noise levels in [0, 1] (0 data, 1 noise): timestep round(level x (T - 1))."""
+        return np.rint(np.asarray(levels, np.float64) * (self.num_timesteps - 1)).astype(np.int32)
+
     def loss_cell(self, net: nn.Cell, denoise=plain_denoise, frame_masked: bool = False) -> nn.Cell:
         return IDDPMLoss(net, self.tables, self.learn_sigma, denoise, frame_masked)
 

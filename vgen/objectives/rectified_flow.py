@@ -84,6 +84,10 @@ class RectifiedFlow:
         noise = np.stack([r.standard_normal(latent_shape, dtype=np.float32) for r in rngs["noise"]])
         return {"t": s, "noise": noise}
 
+    def timesteps_at(self, levels) -> np.ndarray:
+        """The `t` field of noise levels in [0, 1] (0 data, 1 noise): the noise level itself."""
+        return np.asarray(levels, np.float32)
+
     def loss_cell(self, net: nn.Cell, denoise=plain_denoise, frame_masked: bool = False) -> nn.Cell:
         return RectifiedFlowLoss(net, denoise, self.data_at_one, self.timestep_scale)
 

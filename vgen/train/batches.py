@@ -10,7 +10,7 @@ from typing import List
 import numpy as np
 
 from ..data.errors import DataError
-from ..rng import sample_rngs
+from ..rng import VALIDATION_STEP, sample_rngs
 
 log = logging.getLogger("vgen")
 MAX_REPLACEMENTS = 50
@@ -33,11 +33,13 @@ class StepBatch:
         return sum(m.skipped for m in self.micro)
 
 
-def _stack(samples, key):
-    values = [s[key] for s in samples]
-    if isinstance(values[0], str):
-        return values
-    return np.stack([np.asarray(v) for v in values])
+def stack_samples(samples) -> dict:
+    """Samples (dicts) -> one batch: arrays stacked, strings (captions) listed."""
+    def stack(key):
+        values = [s[key] for s in samples]
+        return values if isinstance(values[0], str) else np.stack([np.asarray(v) for v in values])
+
+    return {k: stack(k) for k in samples[0]}
 
 
 class StepBatchBuilder:
@@ -107,9 +109,22 @@ class StepBatchBuilder:
                 s, shift = self._sample(step, int(p), shape)
                 samples.append(s)
                 skipped += shift
-            batch = {k: _stack(samples, k) for k in samples[0]}
+            batch = stack_samples(samples)
             batch.update(self.draw(step, positions, batch))
             if self.family.text.drop_to == "empty":
                 self._drop_to_empty(batch)
             out.micro.append(MicroBatch(batch, positions, skipped))
         return out
+
+    def validation_batch(self, index: int, shape=None) -> dict:
+        """Data-set sample `index` alone in a batch, its draws keyed by (seed, VALIDATION_STEP, index):
+        the same at every validation. No caption dropout, every frame generated (no frame masks),
+        no adversarial term."""
+        rng = sample_rngs(self.seed, VALIDATION_STEP, [index], ["latent"])["latent"][0]
+        batch = stack_samples([self.dataset.get(index, rng, shape)])
+        batch.update(self.draw(VALIDATION_STEP, [index], batch))
+        batch["text_drop"][:] = False
+        for key, value in (("frame_mask", True), ("gan_on", 0.0)):
+            if key in batch:
+                batch[key][:] = value
+        return batch

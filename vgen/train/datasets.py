@@ -1,5 +1,6 @@
 """The data set of a run, shaped by the family's specs, and the sampler that batches it."""
 from ..data.cache import CachedLatentDataset
+from ..data.errors import DataError
 from ..data.sampler import GlobalBatchSampler
 from ..data.synthetic import SyntheticDataset
 
@@ -20,14 +21,23 @@ def build_dataset(data_cfg, family):
     raise ValueError(f"data.kind={data_cfg.kind!r}: expected synthetic or cached")
 
 
+def trained_size(data_cfg, dataset) -> int:
+    """How many samples training draws from: all but the last data.holdout (the validation loss's)."""
+    holdout = data_cfg.get("holdout", 0)
+    if holdout >= len(dataset):
+        raise DataError(f"data.holdout={holdout} leaves no training samples: the data set has {len(dataset)}; "
+                        "hold out fewer")
+    return len(dataset) - holdout
+
+
 def build_data(cfg, family, dp: int):
     """(dataset, sampler): fixed-shape data with the global-batch sampler; videos with buckets
-    with the bucket sampler."""
+    with the bucket sampler. The samplers draw from the trained part only (trained_size)."""
     d, s = cfg.data, cfg.schedule
     if d.kind == "video":
         from .video_data import build_video_data
 
         return build_video_data(cfg, family, dp)
     dataset = build_dataset(d, family)
-    return dataset, GlobalBatchSampler(len(dataset), s.batch_size, dp, s.grad_accum, cfg.seed,
+    return dataset, GlobalBatchSampler(trained_size(d, dataset), s.batch_size, dp, s.grad_accum, cfg.seed,
                                        shuffle=d.get("shuffle", True))

@@ -1,5 +1,5 @@
-"""Metrics of rank 0: <run>/metrics.jsonl (one JSON object per logged step), TensorBoard events
-in <run>/tb/ and a tqdm bar. On resume, lines and events after the resumed step are dropped so
+"""Metrics of rank 0: <run>/metrics.jsonl (one JSON object per logged step), <run>/validation.jsonl
+(one per validation), TensorBoard events in <run>/tb/ and a tqdm bar. On resume, lines and events after the resumed step are dropped so
 the files read as one uninterrupted run."""
 import json
 import math
@@ -34,8 +34,11 @@ class MetricsLog:
         from tensorboardX import SummaryWriter
 
         self.path = run_dir / "metrics.jsonl"
-        truncate_jsonl(self.path, start_step)
+        self.val_path = run_dir / "validation.jsonl"
+        for path in (self.path, self.val_path):
+            truncate_jsonl(path, start_step)
         self.file = open(self.path, "a", buffering=1)
+        self.val_file = None  # opened at the first validation
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
         self.bar = tqdm(total=max_steps, initial=start_step, dynamic_ncols=True, disable=not progress,
                         unit="step", desc="train")
@@ -46,6 +49,14 @@ class MetricsLog:
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and math.isfinite(v):
                 self.tb.add_scalar(f"train/{k}", v, step)
+
+    def validation(self, step: int, measured: dict) -> None:
+        """A validation's figures ("val_*"): a line in validation.jsonl, val/* in TensorBoard."""
+        if self.val_file is None:
+            self.val_file = open(self.val_path, "a", buffering=1)
+        self.val_file.write(json.dumps({"step": step, **{k: _clean(v) for k, v in measured.items()}}) + "\n")
+        for k, v in measured.items():
+            self.tb.add_scalar(f"val/{k[4:]}", v, step)
 
     def video(self, tag: str, frames, step: int, fps: float = 8) -> None:
         """uint8 [T, H, W, 3] frames as an animated image (TensorBoard's video: a GIF summary)."""
@@ -65,3 +76,5 @@ class MetricsLog:
         self.bar.close()
         self.tb.close()
         self.file.close()
+        if self.val_file is not None:
+            self.val_file.close()

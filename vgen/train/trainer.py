@@ -119,7 +119,7 @@ class Trainer:
         if s.val_every > 0:
             from .validation import Validation
 
-            self.validation = Validation(cfg, family, self.buckets, self.sync, self.mesh.is_main)
+            self.validation = Validation(cfg, family, self.buckets, self.sync, self.mesh, self.data)
         return self
 
     def _cast_model(self, net):
@@ -237,8 +237,7 @@ class Trainer:
                 if self.validation is not None and step % s.val_every == 0:
                     measured = self.validation(step, self.run_dir, metrics)
                     if metrics is not None:
-                        for k, v in measured.items():
-                            metrics.tb.add_scalar(f"val/{k[4:]}", v, step)
+                        metrics.validation(step, measured)
                     t0 = time.perf_counter()  # the next step's time leaves validation out
         finally:
             data.close()
