@@ -56,41 +56,51 @@ def _macs(x_shape, w_shape, stride) -> int:
     return int(x_shape[0] * np.prod(out) * np.prod(w_shape))
 
 
-def _zero_pad(x, padding: int, nd: int):
-    """Symmetric zero padding of the last nd axes (concatenation: portable, differentiable)."""
-    for axis in range(x.ndim - nd, x.ndim):
-        shape = x.shape[:axis] + (padding,) + x.shape[axis + 1:]
-        z = ops.zeros(shape, x.dtype)
-        x = ops.cat((z, x, z), axis)
+def _zero_pad(x, padding: tuple):
+    """Symmetric zero padding of the last len(padding) axes, padding[i] on each side of axis i
+    (concatenation: portable, differentiable)."""
+    first = x.ndim - len(padding)
+    for i, p in enumerate(padding):
+        if p:
+            axis = first + i
+            z = ops.zeros(x.shape[:axis] + (p,) + x.shape[axis + 1:], x.dtype)
+            x = ops.cat((z, x, z), axis)
     return x
 
 
 class _ConvNd(ShardableLayer):
     nd = 2
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding: int = 0,
-                 bias: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 bias: bool = True, zero: bool = False):
+        """padding: one int for every axis or one per axis; zero: weights start at zero (the
+        official zero_module), else PyTorch's default init."""
         super().__init__()
         k = tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else (kernel_size,) * self.nd
         self.stride = tuple(stride) if isinstance(stride, (tuple, list)) else (stride,) * self.nd
-        self.padding = padding
+        self.padding = tuple(padding) if isinstance(padding, (tuple, list)) else (padding,) * self.nd
+        self.padded = any(self.padding)
         fan_in = in_channels * int(np.prod(k))
-        self.weight = new_param((out_channels, in_channels) + k, uniform_fan_in(fan_in))
-        self.bias = new_param((out_channels,), uniform_fan_in(fan_in)) if bias else None
+        init = zeros if zero else uniform_fan_in(fan_in)
+        self.weight = new_param((out_channels, in_channels) + k, init)
+        self.bias = new_param((out_channels,), init) if bias else None
         self.on_cpu = ms.get_context("device_target") == "CPU"
 
     def _native(self, x, w, b, padding):
         raise NotImplementedError  # Conv2d / Conv3d
 
     def construct(self, x):
+        return self.conv(x)
+
+    def conv(self, x):
         w, b = self.read("weight", self.weight), self.read("bias", self.bias)
         if self.on_cpu:
-            if self.padding:
-                x = _zero_pad(x, self.padding, self.nd)
+            if self.padded:
+                x = _zero_pad(x, self.padding)
             if _macs(x.shape, w.shape, self.stride) >= MATMUL_CONV_MIN_MACS:
                 return conv_by_matmul(x, w, b, self.stride)
-            return self._native(x, w, b, 0)
-        return self._native(x, w, b, self.padding)
+            return self._native(x, w, b, None)
+        return self._native(x, w, b, self.padding if self.padded else None)
 
 
 class Conv2d(_ConvNd):
@@ -99,7 +109,7 @@ class Conv2d(_ConvNd):
     nd = 2
 
     def _native(self, x, w, b, padding):
-        if padding:
+        if padding is not None:  # one per axis
             return ops.conv2d(x, w, b, stride=self.stride, pad_mode="pad", padding=padding)
         return ops.conv2d(x, w, b, stride=self.stride, pad_mode="valid")
 
@@ -110,7 +120,7 @@ class Conv3d(_ConvNd):
     nd = 3
 
     def _native(self, x, w, b, padding):
-        if padding:
+        if padding is not None:  # one per axis
             return ops.conv3d(x, w, b, stride=self.stride, pad_mode="pad", padding=padding)
         return ops.conv3d(x, w, b, stride=self.stride, pad_mode="valid")
 
