@@ -11,6 +11,8 @@ CASES = [
     ("hunyuan", "hunyuanvideo_dit.txt", 12_821_012_544),
     ("hunyuan_noguidance", "hunyuanvideo_dit_noguidance.txt", 12_810_782_784),
     ("hunyuan_vae", "hunyuanvideo_vae.txt", 246_478_803),  # trained without a discriminator (loss.gan 0)
+    ("vc2", "vc2_unet_teacher.txt", 1_413_284_420),
+    ("vc2_turbo", "t2v_turbo_vc2_unet_student.txt", 1_413_366_340),
 ]
 
 

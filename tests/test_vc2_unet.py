@@ -175,13 +175,12 @@ def test_spatial_transformer_attends_to_the_text_per_frame():
     np.testing.assert_allclose(got, out + frames, rtol=2e-4, atol=2e-4)
 
 
-def test_time_embedding_is_cos_first_and_adds_fps_and_the_guidance():
+def test_time_embedding_is_cos_first_and_adds_fps_and_the_embedded_guidance():
     with declare_only():
         net = vc.build_vc2_unet("tiny", time_cond_proj_dim=8)
     p = weights(net)
-    t, fps, cond = np.array([3.0, 700.0]), np.array([16.0, 8.0]), np.random.default_rng(6).standard_normal((2, 8))
-    got = net.embed(Tensor(t.astype(np.float32)), Tensor(fps.astype(np.float32)),
-                    Tensor(cond.astype(np.float32))).asnumpy()
+    t, fps, w = np.array([3.0, 700.0]), np.array([16.0, 8.0]), np.array([5.5, 14.0])
+    got = net.embed(Tensor(t.astype(np.float32)), Tensor(fps.astype(np.float32)), Tensor(w.astype(np.float32))).asnumpy()
 
     def sinusoid(x, dim=32):
         freqs = np.exp(-np.log(10000) * np.arange(dim // 2) / (dim // 2))
@@ -190,6 +189,9 @@ def test_time_embedding_is_cos_first_and_adds_fps_and_the_guidance():
     def mlp(x, name):
         return silu(x @ p[f"{name}.0.weight"].T + p[f"{name}.0.bias"]) @ p[f"{name}.2.weight"].T + p[f"{name}.2.bias"]
 
+    # T2V-Turbo's guidance_scale_embedding(w, 8): sin first, frequencies over half - 1
+    args = 1000 * w[:, None] * np.exp(-np.log(10000.0) * np.arange(4) / 3)
+    cond = np.concatenate([np.sin(args), np.cos(args)], -1)
     want = mlp(sinusoid(t) + cond @ p["time_cond_proj.weight"].T, "time_embed") + mlp(sinusoid(fps), "fps_embedding")
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
 

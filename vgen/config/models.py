@@ -11,7 +11,7 @@ from omegaconf import MISSING
 class IDDPMConfig:
     kind: str = "iddpm"
     diffusion_steps: int = 1000
-    noise_schedule: str = "linear"  # linear (betas 1e-4..0.02) | squaredcos_cap_v2
+    noise_schedule: str = "linear"  # linear (betas 1e-4..0.02) | scaled_linear (latent diffusion) | squaredcos_cap_v2
     learn_sigma: bool = True  # learned-range variance trained by the VLB term
     sampling_steps: int = 100  # respaced steps of the sampler
     cfg_scale: float = 7.0

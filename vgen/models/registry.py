@@ -12,6 +12,7 @@ FAMILIES = (
     "vgen.models.hunyuan.spec:DIT",
     "vgen.models.hunyuan.spec:VAE",
     "vgen.models.stepvideo.spec:FAMILY",
+    "vgen.models.videocrafter.spec:FAMILY",
 )
 
 

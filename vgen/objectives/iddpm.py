@@ -18,9 +18,17 @@ def linear_betas(steps: int) -> np.ndarray:
     return np.linspace(scale * 1e-4, scale * 0.02, steps, dtype=np.float64)
 
 
+def scaled_linear_betas(steps: int, start: float = 0.00085, end: float = 0.012) -> np.ndarray:
+    """Latent diffusion's schedule (lvdm "linear", diffusers "scaled_linear"): linear in sqrt(beta)."""
+    return np.linspace(start ** 0.5, end ** 0.5, steps, dtype=np.float64) ** 2
+
+
 def cosine_betas(steps: int, max_beta: float = 0.999) -> np.ndarray:
     f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
     return np.array([min(1 - f((i + 1) / steps) / f(i / steps), max_beta) for i in range(steps)], np.float64)
+
+
+NOISE_SCHEDULES = {"linear": linear_betas, "scaled_linear": scaled_linear_betas, "squaredcos_cap_v2": cosine_betas}
 
 
 class DiffusionTables:
@@ -155,7 +163,10 @@ class IDDPM:
 
     def __init__(self, diffusion_steps: int = 1000, noise_schedule: str = "linear", learn_sigma: bool = True,
                  sampling_steps: int = 100, cfg_scale: float = 7.0):
-        betas = {"linear": linear_betas, "squaredcos_cap_v2": cosine_betas}[noise_schedule](diffusion_steps)
+        if noise_schedule not in NOISE_SCHEDULES:
+            raise ValueError(f"model.objective.noise_schedule={noise_schedule!r}: expected one of "
+                             f"{sorted(NOISE_SCHEDULES)}")
+        betas = NOISE_SCHEDULES[noise_schedule](diffusion_steps)
         self.tables = DiffusionTables(betas)
         self.num_timesteps = diffusion_steps
         self.learn_sigma = learn_sigma

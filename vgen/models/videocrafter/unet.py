@@ -19,6 +19,7 @@ frames in temporal transformers); LayerNorm eps 1e-5. Zero-initialised as the of
 zero_module: each ResBlock's last conv, each transformer's proj_out, each temporal conv block's last
 conv, the output conv. Dropout: the temporal conv blocks' 0.1 is left out (our draws are keyed; an
 in-graph dropout would break exact resume)."""
+import numpy as np
 from mindspore import Tensor, nn, ops
 
 from ..layers.conv import Conv2d, Conv3d, GroupNorm
@@ -37,10 +38,11 @@ PRESETS = {
                       attention_resolutions=(4, 2, 1), head_channels=64, context_dim=1024, init_attn_heads=8,
                       time_cond_proj_dim=256),
     # the same code at a few million parameters: three levels, the last without attention, as the
-    # full model's deepest level
+    # full model's deepest level; 8 GroupNorm groups, so that a group holds several channels (with
+    # one channel per group the ResBlocks' per-channel embedding would be normalised away)
     "tiny": dict(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
                  attention_resolutions=(1, 2), head_channels=16, context_dim=32, init_attn_heads=2,
-                 time_cond_proj_dim=None),
+                 time_cond_proj_dim=None, norm_groups=8),
 }
 GROUPS = 32
 
@@ -95,12 +97,12 @@ class TemporalConvBlock(nn.Cell):
     """Four GroupNorm-SiLU-TimeConv stages and the input added back (the last conv starts at zero,
     so the block starts as the identity). [B, C, T, H, W]."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, groups: int = GROUPS):
         super().__init__()
-        self.conv1 = sequence(GroupNorm(GROUPS, channels, 1e-5), SiLU(), TimeConv(channels, channels))
-        self.conv2 = sequence(GroupNorm(GROUPS, channels, 1e-5), SiLU(), Identity(), TimeConv(channels, channels))
-        self.conv3 = sequence(GroupNorm(GROUPS, channels, 1e-5), SiLU(), Identity(), TimeConv(channels, channels))
-        self.conv4 = sequence(GroupNorm(GROUPS, channels, 1e-5), SiLU(), Identity(),
+        self.conv1 = sequence(GroupNorm(groups, channels, 1e-5), SiLU(), TimeConv(channels, channels))
+        self.conv2 = sequence(GroupNorm(groups, channels, 1e-5), SiLU(), Identity(), TimeConv(channels, channels))
+        self.conv3 = sequence(GroupNorm(groups, channels, 1e-5), SiLU(), Identity(), TimeConv(channels, channels))
+        self.conv4 = sequence(GroupNorm(groups, channels, 1e-5), SiLU(), Identity(),
                               TimeConv(channels, channels, zero=True))
 
     def construct(self, x):
@@ -113,15 +115,16 @@ class ResBlock(nn.Cell):
     """GroupNorm-SiLU-conv, + the embedding's projection, GroupNorm-SiLU-conv, + the (1x1-projected)
     input; then the temporal conv block over the frames."""
 
-    def __init__(self, channels: int, emb_channels: int, out_channels: int = None, temporal_conv: bool = True):
+    def __init__(self, channels: int, emb_channels: int, out_channels: int = None, temporal_conv: bool = True,
+                 groups: int = GROUPS):
         super().__init__()
         out = out_channels or channels
-        self.in_layers = sequence(GroupNorm(GROUPS, channels, 1e-5), SiLU(), Conv2d(channels, out, 3, padding=1))
+        self.in_layers = sequence(GroupNorm(groups, channels, 1e-5), SiLU(), Conv2d(channels, out, 3, padding=1))
         self.emb_layers = sequence(SiLU(), torch_default_linear(emb_channels, out))
-        self.out_layers = sequence(GroupNorm(GROUPS, out, 1e-5), SiLU(), Identity(),
+        self.out_layers = sequence(GroupNorm(groups, out, 1e-5), SiLU(), Identity(),
                                    Conv2d(out, out, 3, padding=1, zero=True))
         self.skip_connection = Conv2d(channels, out, 1) if out != channels else None
-        self.temopral_conv = TemporalConvBlock(out) if temporal_conv else None
+        self.temopral_conv = TemporalConvBlock(out, groups) if temporal_conv else None
 
     def construct(self, x, emb, context, frames: int):
         h = self.in_layers(x) + self.emb_layers(emb).astype(x.dtype)[:, :, None, None]
@@ -175,10 +178,10 @@ class SpatialTransformer(nn.Cell):
     """Per frame: GroupNorm, Linear in, the blocks over the h*w tokens (cross-attention to the
     frame's text), Linear out, + the input."""
 
-    def __init__(self, channels: int, heads: int, dim_head: int, context_dim: int):
+    def __init__(self, channels: int, heads: int, dim_head: int, context_dim: int, groups: int = GROUPS):
         super().__init__()
         inner = heads * dim_head
-        self.norm = GroupNorm(GROUPS, channels, 1e-6)
+        self.norm = GroupNorm(groups, channels, 1e-6)
         self.proj_in = torch_default_linear(channels, inner)
         self.transformer_blocks = nn.CellList([BasicTransformerBlock(inner, heads, dim_head, context_dim)])
         self.proj_out = zero_linear(inner, channels)
@@ -196,10 +199,10 @@ class TemporalTransformer(nn.Cell):
     in attn1 and attn2: temporal_selfatt_only), + the input. Projections: Linear (use_linear, the
     level transformers) or 1x1 Conv1d (init_attn)."""
 
-    def __init__(self, channels: int, heads: int, dim_head: int, linear: bool = True):
+    def __init__(self, channels: int, heads: int, dim_head: int, linear: bool = True, groups: int = GROUPS):
         super().__init__()
         inner = heads * dim_head
-        self.norm = GroupNorm(GROUPS, channels, 1e-6)
+        self.norm = GroupNorm(groups, channels, 1e-6)
         self.proj_in = torch_default_linear(channels, inner) if linear else PointwiseConv1d(channels, inner)
         self.transformer_blocks = nn.CellList([BasicTransformerBlock(inner, heads, dim_head)])
         self.proj_out = zero_linear(inner, channels) if linear else PointwiseConv1d(inner, channels, zero=True)
@@ -233,25 +236,27 @@ class VC2UNet(nn.Cell):
     def __init__(self, in_channels: int = 4, out_channels: int = 4, model_channels: int = 320,
                  channel_mult=(1, 2, 4, 4), num_res_blocks: int = 2, attention_resolutions=(4, 2, 1),
                  head_channels: int = 64, context_dim: int = 1024, init_attn_heads: int = 8,
-                 time_cond_proj_dim: int = None):
+                 time_cond_proj_dim: int = None, norm_groups: int = GROUPS):
         super().__init__()
-        emb = model_channels * 4
+        emb, g = model_channels * 4, norm_groups
         self.model_channels = model_channels
         self.time_embed = sequence(torch_default_linear(model_channels, emb), SiLU(), torch_default_linear(emb, emb))
         self.fps_embedding = sequence(torch_default_linear(model_channels, emb), SiLU(), torch_default_linear(emb, emb))
         self.time_cond_proj = (torch_default_linear(time_cond_proj_dim, model_channels, bias=False)
                                if time_cond_proj_dim else None)
         self.freqs = Tensor(sinusoid_freqs(model_channels))
+        if time_cond_proj_dim:
+            self.guidance_freqs = Tensor(guidance_freqs(time_cond_proj_dim))
 
         def transformers(ch):
             heads = ch // head_channels
-            return [SpatialTransformer(ch, heads, head_channels, context_dim),
-                    TemporalTransformer(ch, heads, head_channels)]
+            return [SpatialTransformer(ch, heads, head_channels, context_dim, groups=g),
+                    TemporalTransformer(ch, heads, head_channels, groups=g)]
 
         blocks, skips, ch, ds = [Blocks([Conv2dLayer(in_channels, model_channels)])], [model_channels], model_channels, 1
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
-                layers = [ResBlock(ch, emb, mult * model_channels)]
+                layers = [ResBlock(ch, emb, mult * model_channels, groups=g)]
                 ch = mult * model_channels
                 if ds in attention_resolutions:
                     layers += transformers(ch)
@@ -262,12 +267,13 @@ class VC2UNet(nn.Cell):
                 skips.append(ch)
                 ds *= 2
         self.input_blocks = nn.CellList(blocks)
-        self.init_attn = Blocks([TemporalTransformer(model_channels, init_attn_heads, head_channels, linear=False)])
-        self.middle_block = Blocks([ResBlock(ch, emb), *transformers(ch), ResBlock(ch, emb)])
+        self.init_attn = Blocks([TemporalTransformer(model_channels, init_attn_heads, head_channels, linear=False,
+                                                     groups=g)])
+        self.middle_block = Blocks([ResBlock(ch, emb, groups=g), *transformers(ch), ResBlock(ch, emb, groups=g)])
         blocks = []
         for level, mult in list(enumerate(channel_mult))[::-1]:
             for i in range(num_res_blocks + 1):
-                layers = [ResBlock(ch + skips.pop(), emb, mult * model_channels)]
+                layers = [ResBlock(ch + skips.pop(), emb, mult * model_channels, groups=g)]
                 ch = mult * model_channels
                 if ds in attention_resolutions:
                     layers += transformers(ch)
@@ -276,22 +282,24 @@ class VC2UNet(nn.Cell):
                     ds //= 2
                 blocks.append(Blocks(layers))
         self.output_blocks = nn.CellList(blocks)
-        self.out = sequence(GroupNorm(GROUPS, ch, 1e-5), SiLU(), Conv2d(model_channels, out_channels, 3, padding=1,
+        self.out = sequence(GroupNorm(g, ch, 1e-5), SiLU(), Conv2d(model_channels, out_channels, 3, padding=1,
                                                                          zero=True))
 
-    def embed(self, timesteps, fps, timestep_cond=None):
-        """The time embedding [B, 4 * model_channels] of timesteps, fps and the student's guidance."""
+    def embed(self, timesteps, fps, guidance=None):
+        """The time embedding [B, 4 * model_channels] of timesteps, fps and the student's guidance
+        scale w (T2V-Turbo's guidance_scale_embedding: a sin-first sinusoid of 1000 w)."""
         t = timestep_embedding(timesteps, self.freqs)
         if self.time_cond_proj is not None:
-            t = t + self.time_cond_proj(timestep_cond.astype(t.dtype))
+            w = timestep_embedding(guidance * 1000.0, self.guidance_freqs, cos_first=False)
+            t = t + self.time_cond_proj(w.astype(t.dtype))
         return self.time_embed(t) + self.fps_embedding(timestep_embedding(fps, self.freqs))
 
-    def construct(self, x, timesteps, context, fps, timestep_cond=None):
-        """x [B, C, T, H, W], timesteps [B], context [B, L, context_dim], fps [B], timestep_cond
-        [B, time_cond_proj_dim] (the student's guidance embedding) -> eps [B, C, T, H, W]."""
+    def construct(self, x, timesteps, context, fps, guidance=None):
+        """x [B, C, T, H, W], timesteps [B], context [B, L, context_dim], fps [B], guidance [B]
+        (the student's embedded guidance scale) -> eps [B, C, T, H, W]."""
         b, _, frames, _, _ = x.shape
         dtype = x.dtype
-        emb = ops.repeat_interleave(self.embed(timesteps, fps, timestep_cond).astype(dtype), frames, 0)
+        emb = ops.repeat_interleave(self.embed(timesteps, fps, guidance).astype(dtype), frames, 0)
         context = ops.repeat_interleave(context.astype(dtype), frames, 0)
         h = video_to_frames(x)
         skips = []
@@ -305,6 +313,12 @@ class VC2UNet(nn.Cell):
         for j, block in enumerate(self.output_blocks):
             h = block(ops.cat((h, skips[n - 1 - j]), 1), emb, context, frames)
         return frames_to_video(self.out(h), frames)
+
+
+def guidance_freqs(dim: int) -> np.ndarray:
+    """exp(-log(1e4) k / (dim/2 - 1)), k < dim/2: LCM's guidance embedding (note the - 1)."""
+    half = dim // 2
+    return np.exp(-np.log(10000.0) * np.arange(half) / (half - 1)).astype(np.float32)
 
 
 class Conv2dLayer(Conv2d):

@@ -1,0 +1,51 @@
+"""VideoCrafter2 (T2V-Turbo's VC2 teacher; with time_cond_proj its student) as a declared family:
+schema, checks, blocks, LoRA targets, its frozen text encoder (OpenCLIP ViT-H/14, penultimate
+layer, 77 tokens) and VAE (the SD AutoencoderKL, frame by frame, latents x 0.18215)."""
+from ..family import STATES, FamilySpec, TextEncoderSpec, lazy
+from ..opensora.spec import VAES as SD_VAES
+from .config import VC2Config
+
+OPEN_CLIP_TOKENIZER = ("vgen.models.text.open_clip:OpenCLIPTokenizer", ("tokenizer.json",))
+TEXT_ENCODERS = {
+    "open-clip-vit-h-14": TextEncoderSpec(lazy("vgen.models.text.open_clip:build_encoder", "open-clip-vit-h-14"), 1024,
+                                          *OPEN_CLIP_TOKENIZER, STATES, max_positions=77),
+    "open-clip-tiny": TextEncoderSpec(lazy("vgen.models.text.open_clip:build_encoder", "tiny"), 32,
+                                      *OPEN_CLIP_TOKENIZER, STATES, max_positions=16),
+}
+# the attention projections of every spatial and temporal transformer (T2V-Turbo adapts every
+# Linear and Conv2d/3d; the convolutions' adapters come with LoRA over convolutions)
+LORA_TARGETS = ("*.transformer_blocks.*.attn1.to_q", "*.transformer_blocks.*.attn1.to_k",
+                "*.transformer_blocks.*.attn1.to_v", "*.transformer_blocks.*.attn1.to_out.0",
+                "*.transformer_blocks.*.attn2.to_q", "*.transformer_blocks.*.attn2.to_k",
+                "*.transformer_blocks.*.attn2.to_v", "*.transformer_blocks.*.attn2.to_out.0",
+                "*.transformer_blocks.*.ff.net.0.proj", "*.transformer_blocks.*.ff.net.2")
+
+
+def check(m, cfg, err):
+    for key in ("model_channels",) + tuple(f"channel_mult[{i}]" for i in range(len(m.channel_mult))):
+        ch = m.model_channels * (1 if key == "model_channels" else m.channel_mult[int(key[-2])])
+        if ch % m.norm_groups:
+            err(f"model.{key}: {ch} channels do not split into model.norm_groups={m.norm_groups} GroupNorm groups")
+        elif ch % m.head_channels:
+            err(f"model.{key}: {ch} channels are not a whole number of model.head_channels={m.head_channels} heads")
+    levels = len(m.channel_mult) - 1
+    for i, axis in ((1, "H"), (2, "W")):
+        if m.input_size[i] % 2 ** levels:
+            err(f"model.input_size[{i}]={m.input_size[i]} ({axis}) must be divisible by {2 ** levels} "
+                f"({levels} downsamplings)")
+    if m.text_len != m.text_encoder.max_length:
+        err(f"model.text_len={m.text_len} differs from model.text_encoder.max_length={m.text_encoder.max_length}")
+    if cfg.parallel.sp > 1:
+        err(f"parallel.sp={cfg.parallel.sp}: {FAMILY.sp_missing}")
+
+
+FAMILY = FamilySpec(
+    name="videocrafter2", schema=VC2Config, schema_name="vc2_schema",
+    build="vgen.models.videocrafter.family:build", check=check,
+    # the UNet's blocks in forward order: the first conv, init_attn, the encoder, the middle
+    # block's layers, the decoder (units of recompute and ZeRO-3)
+    blocks={"block": ("input_blocks", "init_attn", "middle_block", "output_blocks")},
+    sp=None, sp_missing="the VideoCrafter2 UNet has no sequence-parallel plan (its convolutions see whole frames)",
+    lora_targets=LORA_TARGETS,
+    text_encoders=TEXT_ENCODERS, vaes=SD_VAES,
+)
