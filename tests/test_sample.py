@@ -194,7 +194,8 @@ def tokenizers(tmp_path_factory):
             "hunyuan": [f"model.text_encoder.tokenizer={write_llama_tokenizer(root / 'llama', words)}",
                         f"model.text_encoder_2.tokenizer={write_clip_tokenizer(root / 'clip.json', words)}"],
             "stepvideo": [f"model.text_encoder.tokenizer={root / 'step'}",
-                          f"model.text_encoder_2.tokenizer={root / 'bert'}"]}
+                          f"model.text_encoder_2.tokenizer={root / 'bert'}"],
+            "vc2": [f"model.text_encoder.tokenizer={write_clip_tokenizer(root / 'open_clip.json', words)}"]}
 
 
 FAMILIES = {  # model overrides, tokenizers, (frames, height, width) of the sampled clip
@@ -202,10 +203,14 @@ FAMILIES = {  # model overrides, tokenizers, (frames, height, width) of the samp
     "opensora_stdit2": (["model=opensora_stdit2_tiny", "model.depth=2"], "opensora", (4, 64, 64)),
     "hunyuan": (["model=hunyuan_tiny", "model.depth_double=1", "model.depth_single=1"], "hunyuan", (5, 32, 32)),
     "stepvideo": (["model=stepvideo_tiny", "model.depth=1"], "stepvideo", (17, 32, 32)),
+    "vc2": (["model=vc2_tiny", "model.channel_mult=[1,2]", "model.attention_resolutions=[1]"], "vc2", (2, 32, 32)),
 }
 SIZES = {"opensora_stdit": [], "opensora_stdit2": ["sample.resolution=[64,64]"],
          "hunyuan": ["sample.num_frames=5", "sample.resolution=[32,32]"],
-         "stepvideo": ["sample.num_frames=17", "sample.resolution=[32,32]"]}
+         "stepvideo": ["sample.num_frames=17", "sample.resolution=[32,32]"],
+         "vc2": ["sample.num_frames=2", "sample.resolution=[32,32]"]}
+SAMPLERS = {"opensora_stdit": "iddpm", "opensora_stdit2": "iddpm", "hunyuan": "euler_flow", "stepvideo": "euler_flow",
+            "vc2": "ddim"}
 
 
 def train_tiny(run: Path, model):
@@ -238,6 +243,7 @@ def test_vgen_sample_writes_a_video_per_prompt_from_a_tiny_checkpoint(tmp_path, 
         assert (len(video), *video[0].shape) == (frames, height, width, 3)
         meta = json.loads(path.with_suffix(".json").read_text())
         assert (meta["prompt"], meta["seed"], meta["steps"], meta["file"]) == (PROMPTS[i], 7 + i, 3, path.name)
+        assert meta["sampler"] == SAMPLERS[name]  # each family's published sampler by default
         assert Path(meta["checkpoint"]).name == "step_2"
     assert not list(out.glob(".*"))  # nothing half-written left behind
 

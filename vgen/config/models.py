@@ -15,6 +15,7 @@ class IDDPMConfig:
     learn_sigma: bool = True  # learned-range variance trained by the VLB term
     sampling_steps: int = 100  # respaced steps of the sampler
     cfg_scale: float = 7.0
+    sampler: str = "iddpm"  # what sample.method=default draws with: iddpm (ancestral) | ddim
 
 
 @dataclass

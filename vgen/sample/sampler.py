@@ -27,7 +27,7 @@ class Sampler:
         self.geometry = sample_geometry(sample_cfg, family.latent)
         self.steps = int(sample_cfg.steps or o.sampling_steps)
         self.cfg_scale = float(o.cfg_scale if sample_cfg.cfg_scale is None else sample_cfg.cfg_scale)
-        self.method = "iddpm" if sample_cfg.method == "default" else sample_cfg.method
+        self.method = o.get("sampler", "iddpm") if sample_cfg.method == "default" else sample_cfg.method
         self.shift = None
         if self.kind == "rectified_flow":
             self.shift = float(o.sample_shift if sample_cfg.shift is None else sample_cfg.shift)
