@@ -182,3 +182,19 @@ def test_step_video_state_dicts_convert_bare(cw, tmp_path, target):
     _, got = converted(cw, target, preset, dict(state), tmp_path)
     for name, value in state.items():
         np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_videocrafter2_ckpt_holds_the_unet_and_the_text_tower(cw, tmp_path):
+    """model.ckpt as Lightning saves it: state_dict.model.diffusion_model.*, .cond_stage_model.model.*
+    (open_clip's CLIP without its visual tower), .first_stage_model.*: each converts out of it."""
+    unet = random_state(declared(cw, "vc2", "vc2_tiny"), 8)
+    text = random_state(declared(cw, "open_clip_text", "tiny"), 9)
+    ckpt = {**{f"state_dict.model.diffusion_model.{n}": a for n, a in unet.items()},
+            **{f"state_dict.cond_stage_model.model.{n}": a for n, a in text.items()},
+            "state_dict.first_stage_model.encoder.conv_in.weight": np.ones((4, 3, 3, 3), np.float32),
+            "state_dict.scale_arr": np.ones(1000, np.float32)}
+    for target, preset, state in (("vc2", "vc2_tiny", unet), ("open_clip_text", "tiny", text)):
+        summary, got = converted(cw, target, preset, dict(ckpt), tmp_path)
+        assert summary["tensors"] == len(state), target
+        for name, value in state.items():
+            np.testing.assert_array_equal(got[name], value, err_msg=f"{target} {name}")

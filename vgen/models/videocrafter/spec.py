@@ -1,7 +1,8 @@
 """VideoCrafter2 (T2V-Turbo's VC2 teacher; with time_cond_proj its student) as a declared family:
 schema, checks, blocks, LoRA targets, its frozen text encoder (OpenCLIP ViT-H/14, penultimate
 layer, 77 tokens) and VAE (the SD AutoencoderKL, frame by frame, latents x 0.18215)."""
-from ..family import STATES, FamilySpec, TextEncoderSpec, lazy
+from ..adapters import SD_VAE, from_schema, keep_under
+from ..family import STATES, FamilySpec, TextEncoderSpec, WeightsAdapter, lazy, official_first
 from ..opensora.spec import VAES as SD_VAES
 from .config import VC2Config
 
@@ -48,4 +49,18 @@ FAMILY = FamilySpec(
     sp=None, sp_missing="the VideoCrafter2 UNet has no sequence-parallel plan (its convolutions see whole frames)",
     lora_targets=LORA_TARGETS,
     text_encoders=TEXT_ENCODERS, vaes=SD_VAES,
+    # VideoCrafter2's model.ckpt (a Lightning checkpoint: state_dict.*) holds the UNet, the VAE and
+    # the text tower: each converts out of it (the VAE with sd_vae: first_stage_model.*, LDM names)
+    weights=(WeightsAdapter("vc2", *from_schema(VC2Config, "vc2_schema", "vgen.models.videocrafter.family:build", "vc2"),
+                            unwrap=keep_under(("state_dict.model.diffusion_model.", "model.diffusion_model.", "")),
+                            about="VideoCrafter2 model.ckpt (model.diffusion_model.*) or a bare UNet state dict "
+                                  "(T2V-Turbo's student with preset vc2_turbo)"),
+             WeightsAdapter("open_clip_text", lazy("vgen.models.text.open_clip:build_encoder"),
+                            official_first("open-clip-vit-h-14", lazy("vgen.models.text.open_clip:config_names")),
+                            unwrap=keep_under(("state_dict.cond_stage_model.model.", "cond_stage_model.model.", ""),
+                                              keep=("positional_embedding", "text_projection", "logit_scale",
+                                                    "transformer.", "token_embedding.", "ln_final.")),
+                            about="OpenCLIP ViT-H/14 text tower: VideoCrafter2's cond_stage_model.model.* or an "
+                                  "open_clip CLIP state dict (its visual.* dropped)"),
+             SD_VAE),
 )
