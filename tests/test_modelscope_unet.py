@@ -198,12 +198,15 @@ def test_transformer_temporal_attends_over_each_pixels_frames():
     np.testing.assert_allclose(got, h + x, **TOL)
 
 
-def test_time_embedding_is_cos_first_with_cond_proj_before_linear_1():
+def test_time_embedding_is_cos_first_with_the_guidance_embedding_before_linear_1():
     with declare_only():
         net = msu.build_ms_unet3d("tiny", time_cond_proj_dim=8)
     p = weights(net)
-    t, cond = np.array([3.0, 700.0]), np.random.default_rng(6).standard_normal((2, 8))
-    got = net.embed(f32(t), f32(cond)).asnumpy()
+    t, w = np.array([3.0, 700.0]), np.array([5.5, 14.0])
+    got = net.embed(f32(t), f32(w)).asnumpy()
+    # T2V-Turbo's guidance_scale_embedding(w, 8): sin first, frequencies over half - 1
+    g = 1000 * w[:, None] * np.exp(-np.log(10000.0) * np.arange(4) / 3)
+    cond = np.concatenate([np.sin(g), np.cos(g)], -1)
 
     # get_timestep_embedding(t, 32, flip_sin_to_cos=True, downscale_freq_shift=0)
     half = 16
@@ -224,7 +227,7 @@ def test_tiny_unet_runs_compiled_as_in_pynative():
     weights(net)
     rng = np.random.default_rng(7)
     args = (f32(rng.standard_normal((1, 4, 2, 16, 16))), f32([500.0]), f32(rng.standard_normal((1, 5, 32))),
-            f32(rng.standard_normal((1, 8))))
+            f32([7.5]))
     eager = net(*args).asnumpy()
 
     @ms.jit

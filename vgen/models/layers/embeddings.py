@@ -55,6 +55,18 @@ def timestep_embedding(t, freqs: Tensor, cos_first: bool = True):
     return ops.cat(parts, -1)
 
 
+def guidance_freqs(dim: int) -> np.ndarray:
+    """exp(-ln(1e4) k / (dim/2 - 1)), k < dim/2: LCM's guidance embedding (note the - 1)."""
+    half = dim // 2
+    return np.exp(-math.log(10000.0) * np.arange(half) / (half - 1)).astype(np.float32)
+
+
+def guidance_embedding(w, freqs: Tensor):
+    """T2V-Turbo's (LCM's) guidance_scale_embedding of guidance scales w [B]: a sin-first
+    sinusoid of 1000 w, [B, 2*len(freqs)]."""
+    return timestep_embedding(w * 1000.0, freqs, cos_first=False)
+
+
 class TimestepEmbedder(nn.Cell):
     """256-d cos-first sinusoid -> Linear -> SiLU -> Linear (names mlp.0, mlp.2)."""
 

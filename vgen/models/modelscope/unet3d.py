@@ -13,8 +13,9 @@ conv_norm_out, conv_out. Each block: resnets, temp_convs, [attentions, temp_atte
 
 Latents [B, 4, T, H, W]; inside, frames are images [(B T), C, H, W] (the official num_frames reshapes).
   time: Timesteps(320, flip_sin_to_cos=True, downscale_freq_shift=0): cos-first sinusoid with
-    freqs exp(-ln(1e4) k / 160); the student adds cond_proj(timestep_cond) to it before linear_1
-    (diffusers TimestepEmbedding with cond_proj_dim); repeated per frame, as the text is
+    freqs exp(-ln(1e4) k / 160); the student adds cond_proj(its guidance scale's embedding, as
+    T2V-Turbo's guidance_scale_embedding) to it before linear_1 (diffusers TimestepEmbedding with
+    cond_proj_dim); repeated per frame, as the text is
   conv_in 3x3, padding 1 (the same kernel as diffusers' own UNet3DConditionModel); then
     transformer_in: TransformerTemporalModel, 8 heads of 64 over 320 channels (inner 512)
   down: 3 x CrossAttnDownBlock3D + DownBlock3D, 2 layers each: ResnetBlock2D, TemporalConvLayer,
@@ -54,7 +55,7 @@ norm3, ff (lvdm: attn1, ff, attn2, norms); no zero_module inits; the T > 1 gatin
 from mindspore import Tensor, nn, ops
 
 from ..layers.conv import Conv2d, GroupNorm
-from ..layers.embeddings import sinusoid_freqs, timestep_embedding
+from ..layers.embeddings import guidance_embedding, guidance_freqs, sinusoid_freqs, timestep_embedding
 from ..layers.ldm_attention import CrossAttention, FeedForward
 from ..layers.linear import SiLU, torch_default_linear
 from ..layers.norms import LayerNorm
@@ -316,6 +317,7 @@ class MSUNet3D(nn.Cell):
         self.conv_in = Conv2d(in_channels, c0, 3, padding=1)
         self.time_proj = Timesteps(c0)
         self.time_embedding = TimestepEmbedding(c0, temb, time_cond_proj_dim)
+        self.guidance_freqs = Tensor(guidance_freqs(time_cond_proj_dim)) if time_cond_proj_dim else None
         # the official passes no norm_num_groups here: TransformerTemporalModel's default 32
         self.transformer_in = TransformerTemporal(c0, transformer_in_heads, attention_head_dim, 32)
 
@@ -336,17 +338,19 @@ class MSUNet3D(nn.Cell):
         self.conv_act = SiLU()
         self.conv_out = Conv2d(c0, out_channels, 3, padding=1)
 
-    def embed(self, timesteps, timestep_cond=None):
-        """The time embedding [B, 4 * block_out_channels[0]] (+ the student's guidance embedding)."""
-        return self.time_embedding(self.time_proj(timesteps), timestep_cond)
+    def embed(self, timesteps, guidance=None):
+        """The time embedding [B, 4 * block_out_channels[0]]; the student adds cond_proj of its
+        guidance scales' embedding (guidance_embedding, as T2V-Turbo's guidance_scale_embedding)."""
+        cond = None if self.guidance_freqs is None else guidance_embedding(guidance, self.guidance_freqs)
+        return self.time_embedding(self.time_proj(timesteps), cond)
 
-    def construct(self, x, timesteps, context, timestep_cond=None):
+    def construct(self, x, timesteps, context, guidance=None):
         """x [B, C, T, H, W] (H, W multiples of 2^(levels - 1): the official upsample_size path for
         other sizes is not implemented), timesteps [B], context [B, L, cross_attention_dim],
-        timestep_cond [B, time_cond_proj_dim] (the student's guidance embedding) -> eps [B, C, T, H, W]."""
+        guidance [B] (the student's embedded guidance scale) -> eps [B, C, T, H, W]."""
         frames = x.shape[2]
         dtype = x.dtype
-        emb = ops.repeat_interleave(self.embed(timesteps, timestep_cond).astype(dtype), frames, 0)
+        emb = ops.repeat_interleave(self.embed(timesteps, guidance).astype(dtype), frames, 0)
         context = ops.repeat_interleave(context.astype(dtype), frames, 0)
         h = self.conv_in(video_to_frames(x))
         if frames > 1:

@@ -19,11 +19,10 @@ frames in temporal transformers); LayerNorm eps 1e-5. Zero-initialised as the of
 zero_module: each ResBlock's last conv, each transformer's proj_out, each temporal conv block's last
 conv, the output conv. Dropout: the temporal conv blocks' 0.1 is left out (our draws are keyed; an
 in-graph dropout would break exact resume)."""
-import numpy as np
 from mindspore import Tensor, nn, ops
 
 from ..layers.conv import Conv2d, Conv3d, GroupNorm
-from ..layers.embeddings import sinusoid_freqs, timestep_embedding
+from ..layers.embeddings import guidance_embedding, guidance_freqs, sinusoid_freqs, timestep_embedding
 from ..layers.init import new_param, uniform_fan_in, zeros
 from ..layers.ldm_attention import CrossAttention, FeedForward, zero_linear
 from ..layers.linear import SiLU, torch_default_linear
@@ -246,7 +245,7 @@ class VC2UNet(nn.Cell):
                                if time_cond_proj_dim else None)
         self.freqs = Tensor(sinusoid_freqs(model_channels))
         if time_cond_proj_dim:
-            self.guidance_freqs = Tensor(guidance_freqs(time_cond_proj_dim))
+            self.guidance_freqs = Tensor(guidance_freqs(time_cond_proj_dim))  # layers/embeddings.py
 
         def transformers(ch):
             heads = ch // head_channels
@@ -290,7 +289,7 @@ class VC2UNet(nn.Cell):
         scale w (T2V-Turbo's guidance_scale_embedding: a sin-first sinusoid of 1000 w)."""
         t = timestep_embedding(timesteps, self.freqs)
         if self.time_cond_proj is not None:
-            w = timestep_embedding(guidance * 1000.0, self.guidance_freqs, cos_first=False)
+            w = guidance_embedding(guidance, self.guidance_freqs)
             t = t + self.time_cond_proj(w.astype(t.dtype))
         return self.time_embed(t) + self.fps_embedding(timestep_embedding(fps, self.freqs))
 
@@ -313,12 +312,6 @@ class VC2UNet(nn.Cell):
         for j, block in enumerate(self.output_blocks):
             h = block(ops.cat((h, skips[n - 1 - j]), 1), emb, context, frames)
         return frames_to_video(self.out(h), frames)
-
-
-def guidance_freqs(dim: int) -> np.ndarray:
-    """exp(-log(1e4) k / (dim/2 - 1)), k < dim/2: LCM's guidance embedding (note the - 1)."""
-    half = dim // 2
-    return np.exp(-np.log(10000.0) * np.arange(half) / (half - 1)).astype(np.float32)
 
 
 class Conv2dLayer(Conv2d):
