@@ -198,3 +198,17 @@ def test_videocrafter2_ckpt_holds_the_unet_and_the_text_tower(cw, tmp_path):
         assert summary["tensors"] == len(state), target
         for name, value in state.items():
             np.testing.assert_array_equal(got[name], value, err_msg=f"{target} {name}")
+
+
+def test_modelscope_unet_and_its_sd2_text_encoder_from_the_diffusers_folder(cw, tmp_path):
+    """unet/diffusion_pytorch_model.safetensors (bare diffusers names) and text_encoder/ (a
+    CLIPTextModel: text_model.*, position_ids dropped) with preset clip-vit-h-14-sd2's code."""
+    unet = random_state(declared(cw, "modelscope", "ms_tiny"), 10)
+    _, got = converted(cw, "modelscope", "ms_tiny", dict(unet), tmp_path)
+    for name, value in unet.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    with declare_only():
+        text = cw.adapter_of("clip_text").build("clip-vit-h-14-sd2")
+    assert [n for n, _ in named_params(text)][-2:] == ["text_model.final_layer_norm.weight",
+                                                     "text_model.final_layer_norm.bias"]
+    assert sum(int(np.prod(p.shape)) for _, p in named_params(text)) == 340_387_840

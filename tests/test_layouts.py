@@ -13,6 +13,8 @@ CASES = [
     ("hunyuan_vae", "hunyuanvideo_vae.txt", 246_478_803),  # trained without a discriminator (loss.gan 0)
     ("vc2", "vc2_unet_teacher.txt", 1_413_284_420),
     ("vc2_turbo", "t2v_turbo_vc2_unet_student.txt", 1_413_366_340),
+    ("ms", "modelscope_t2v_1.7b_unet3d_teacher.txt", 1_411_233_860),
+    ("ms_turbo", "t2v_turbo_ms_unet3d_student.txt", 1_411_315_780),
 ]
 
 

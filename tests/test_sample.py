@@ -195,7 +195,8 @@ def tokenizers(tmp_path_factory):
                         f"model.text_encoder_2.tokenizer={write_clip_tokenizer(root / 'clip.json', words)}"],
             "stepvideo": [f"model.text_encoder.tokenizer={root / 'step'}",
                           f"model.text_encoder_2.tokenizer={root / 'bert'}"],
-            "vc2": [f"model.text_encoder.tokenizer={write_clip_tokenizer(root / 'open_clip.json', words)}"]}
+            "vc2": [f"model.text_encoder.tokenizer={write_clip_tokenizer(root / 'open_clip.json', words)}"],
+            "ms": [f"model.text_encoder.tokenizer={write_clip_tokenizer(root / 'sd2_clip.json', words)}"]}
 
 
 FAMILIES = {  # model overrides, tokenizers, (frames, height, width) of the sampled clip
@@ -204,13 +205,15 @@ FAMILIES = {  # model overrides, tokenizers, (frames, height, width) of the samp
     "hunyuan": (["model=hunyuan_tiny", "model.depth_double=1", "model.depth_single=1"], "hunyuan", (5, 32, 32)),
     "stepvideo": (["model=stepvideo_tiny", "model.depth=1"], "stepvideo", (17, 32, 32)),
     "vc2": (["model=vc2_tiny", "model.channel_mult=[1,2]", "model.attention_resolutions=[1]"], "vc2", (2, 32, 32)),
+    "ms": (["model=ms_tiny", "model.block_out_channels=[32,64]"], "ms", (2, 32, 32)),
 }
 SIZES = {"opensora_stdit": [], "opensora_stdit2": ["sample.resolution=[64,64]"],
          "hunyuan": ["sample.num_frames=5", "sample.resolution=[32,32]"],
          "stepvideo": ["sample.num_frames=17", "sample.resolution=[32,32]"],
-         "vc2": ["sample.num_frames=2", "sample.resolution=[32,32]"]}
+         "vc2": ["sample.num_frames=2", "sample.resolution=[32,32]"],
+         "ms": ["sample.num_frames=2", "sample.resolution=[32,32]"]}
 SAMPLERS = {"opensora_stdit": "iddpm", "opensora_stdit2": "iddpm", "hunyuan": "euler_flow", "stepvideo": "euler_flow",
-            "vc2": "ddim"}
+            "vc2": "ddim", "ms": "ddim"}
 
 
 def train_tiny(run: Path, model):

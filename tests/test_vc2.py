@@ -45,36 +45,14 @@ def test_tiny_trains_and_resumes_exactly(tmp_path):
 def test_zero3_with_recompute_equals_one_process(tmp_path):
     """ZeRO-3 with every block recomputed at 2 workers (a global batch of 2: one sample per rank)
     against one process with the same batch: loss, norm, weights, EMA and moments."""
-    from safetensors.numpy import save_file
-
-    from distributed import assert_same_run, run_scenarios
-    from vgen.models.layers.init import materialize, named_params
-    from vgen.models.registry import build_family
-    from vgen.train.checkpoint import CheckpointReader, find_latest
+    from distributed import assert_same_run, assert_same_weights_but_rare_elements, drawn_pretrained, run_scenarios
     from vgen.train.trainer import Trainer
 
-    # a 'pretrained' UNet whose zero-initialised output convs carry weights: from a zero start only
-    # the last conv has a gradient at step 1, and Adam would turn the others' summation noise into
-    # steps of its own
-    net = materialize(build_family(compose(VC2).model).net, 0)
-    rng = np.random.default_rng(0)
-    arrays = {n: q.asnumpy() if q.asnumpy().any() else (rng.standard_normal(q.shape) * 0.05).astype(np.float32)
-              for n, q in named_params(net)}
-    save_file(arrays, str(tmp_path / "pretrained.safetensors"))
-    base = [*VC2, "schedule.max_steps=2", "schedule.ema_decay=0.9", f"model.pretrained={tmp_path / 'pretrained.safetensors'}"]
+    base = [*VC2, "schedule.max_steps=2", "schedule.ema_decay=0.9",
+            f"model.pretrained={drawn_pretrained(VC2, tmp_path / 'pretrained.safetensors')}"]
     ref = tmp_path / "single"
     Trainer(compose([*base, "schedule.batch_size=2"]), ref).setup().run()
     run_scenarios(tmp_path / "two", 2, [
         {"name": "zero3", "overrides": [*base, "schedule.batch_size=1", "parallel.recompute=all"], "zero": 3}])
     assert_same_run(tmp_path / "two" / "zero3", ref, steps=range(1, 3))
-    # Adam divides an element's tiny gradient by its own sqrt(v): the sharded reduction's summation
-    # order moves the odd element (measured: 1 in 4,000-18,000 per tensor) by up to 5% of a step
-    # (lr 1e-3); every other element equals the single process's to 1e-6
-    a, b = (CheckpointReader(find_latest(run / "checkpoints")) for run in (tmp_path / "two" / "zero3", ref))
-    for kind in ("model", "ema", "adam_m", "adam_v"):
-        got, want = a.arrays(kind), b.arrays(kind)
-        assert set(got) == set(want), kind
-        off = sum(int((~np.isclose(got[n], want[n], rtol=1e-4, atol=1e-6)).sum()) for n in want)
-        assert off <= sum(v.size for v in want.values()) // 10_000, (kind, off)
-        for n in want:
-            np.testing.assert_allclose(got[n], want[n], rtol=1e-4, atol=1e-4, err_msg=f"{kind} {n}")
+    assert_same_weights_but_rare_elements(tmp_path / "two" / "zero3", ref)

@@ -13,6 +13,7 @@ FAMILIES = (
     "vgen.models.hunyuan.spec:VAE",
     "vgen.models.stepvideo.spec:FAMILY",
     "vgen.models.videocrafter.spec:FAMILY",
+    "vgen.models.modelscope.spec:FAMILY",
 )
 
 

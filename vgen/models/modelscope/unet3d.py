@@ -204,7 +204,7 @@ class DownBlock3D(nn.Cell):
         super().__init__()
         self.resnets = nn.CellList([ResnetBlock2D(in_channels if i == 0 else out_channels, out_channels,
                                                   temb_channels, groups, eps) for i in range(layers)])
-        self.temp_convs = nn.CellList([TemporalConvBlock(out_channels) for _ in range(layers)])
+        self.temp_convs = nn.CellList([TemporalConvBlock(out_channels, groups) for _ in range(layers)])
         self.attentions = self.temp_attentions = None
         if attention:
             pairs = [_transformers(out_channels, head_dim, cross_attention_dim, groups) for _ in range(layers)]
@@ -230,7 +230,8 @@ class DownBlock3D(nn.Cell):
 
 
 class UpBlock3D(nn.Cell):
-    """CrossAttnUpBlock3D (attention=True) or UpBlock3D over `skips` (the last is used first)."""
+    """CrossAttnUpBlock3D (attention=True) or UpBlock3D over the skip states (the last is used
+    first), passed as separate tensors: a recomputed block's inputs may not be a tuple."""
 
     def __init__(self, in_channels: int, prev_output_channels: int, out_channels: int, temb_channels: int,
                  layers: int, attention: bool, upsample: bool, head_dim: int, cross_attention_dim: int, groups: int,
@@ -242,7 +243,7 @@ class UpBlock3D(nn.Cell):
             resnets.append(ResnetBlock2D((prev_output_channels if i == 0 else out_channels) + skip, out_channels,
                                          temb_channels, groups, eps))
         self.resnets = nn.CellList(resnets)
-        self.temp_convs = nn.CellList([TemporalConvBlock(out_channels) for _ in range(layers)])
+        self.temp_convs = nn.CellList([TemporalConvBlock(out_channels, groups) for _ in range(layers)])
         self.attentions = self.temp_attentions = None
         if attention:
             pairs = [_transformers(out_channels, head_dim, cross_attention_dim, groups) for _ in range(layers)]
@@ -250,7 +251,7 @@ class UpBlock3D(nn.Cell):
             self.temp_attentions = nn.CellList([p[1] for p in pairs])
         self.upsamplers = nn.CellList([Upsample(out_channels)]) if upsample else None
 
-    def construct(self, x, skips, emb, context, frames: int):
+    def construct(self, x, emb, context, frames: int, *skips):
         n = len(skips)
         for i, resnet in enumerate(self.resnets):
             x = resnet(ops.cat((x, skips[n - 1 - i]), 1), emb)
@@ -270,7 +271,7 @@ class UNetMidBlock3DCrossAttn(nn.Cell):
                  eps: float):
         super().__init__()
         self.resnets = nn.CellList([ResnetBlock2D(channels, channels, temb_channels, groups, eps) for _ in range(2)])
-        self.temp_convs = nn.CellList([TemporalConvBlock(channels) for _ in range(2)])
+        self.temp_convs = nn.CellList([TemporalConvBlock(channels, groups) for _ in range(2)])
         attention, temporal = _transformers(channels, head_dim, cross_attention_dim, groups)
         self.attentions = nn.CellList([attention])
         self.temp_attentions = nn.CellList([temporal])
@@ -362,7 +363,7 @@ class MSUNet3D(nn.Cell):
         h = self.mid_block(h, emb, context, frames)
         for block in self.up_blocks:
             k = len(skips) - len(block.resnets)
-            h = block(h, skips[k:], emb, context, frames)
+            h = block(h, emb, context, frames, *skips[k:])
             skips = skips[:k]
         h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
         return frames_to_video(h, frames)

@@ -35,6 +35,11 @@ _CONFIGS = {
     # openai/clip-vit-large-patch14 text tower (HunyuanVideo's text_encoder_2): 123,060,480 parameters
     "clip-vit-large-patch14": dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                    num_attention_heads=12, max_position_embeddings=77),
+    # ModelScope's (= Stable Diffusion 2's) text encoder: OpenCLIP ViT-H/14's text tower in transformers'
+    # names with its last block dropped (23 of 24, the penultimate layer) before the final
+    # LayerNorm, erf GELU: 340,387,840 parameters
+    "clip-vit-h-14-sd2": dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                              num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu"),
     # a stand-in for tests: the end-of-text id is the last of 64 as in CLIP's vocabulary
     "tiny": dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                  max_position_embeddings=16),
@@ -104,21 +109,25 @@ class CLIPAttention(nn.Cell):
 
 
 class CLIPMLP(nn.Cell):
-    def __init__(self, hidden_size: int, intermediate_size: int, num_layers: int):
+    def __init__(self, hidden_size: int, intermediate_size: int, num_layers: int, hidden_act: str = "quick_gelu"):
         super().__init__()
+        if hidden_act not in ("quick_gelu", "gelu"):
+            raise ValueError(f"hidden_act={hidden_act!r}: expected quick_gelu or gelu")
+        self.quick = hidden_act == "quick_gelu"
         self.fc1 = Linear(hidden_size, intermediate_size, init=normal((2 * hidden_size) ** -0.5))
         self.fc2 = Linear(intermediate_size, hidden_size, init=normal(hidden_size ** -0.5 * (2 * num_layers) ** -0.5))
 
     def construct(self, x):
-        return self.fc2(quick_gelu(self.fc1(x)))
+        h = self.fc1(x)
+        return self.fc2(quick_gelu(h) if self.quick else ops.gelu(h, approximate="none"))
 
 
 class CLIPEncoderLayer(nn.Cell):
-    def __init__(self, hidden_size, intermediate_size, num_heads, num_layers, eps):
+    def __init__(self, hidden_size, intermediate_size, num_heads, num_layers, eps, hidden_act="quick_gelu"):
         super().__init__()
         self.self_attn = CLIPAttention(hidden_size, num_heads, num_layers)
         self.layer_norm1 = LayerNorm(hidden_size, eps, affine=True)
-        self.mlp = CLIPMLP(hidden_size, intermediate_size, num_layers)
+        self.mlp = CLIPMLP(hidden_size, intermediate_size, num_layers, hidden_act)
         self.layer_norm2 = LayerNorm(hidden_size, eps, affine=True)
 
     def construct(self, x, bias):
@@ -127,10 +136,10 @@ class CLIPEncoderLayer(nn.Cell):
 
 
 class CLIPEncoder(nn.Cell):
-    def __init__(self, hidden_size, intermediate_size, num_layers, num_heads, eps):
+    def __init__(self, hidden_size, intermediate_size, num_layers, num_heads, eps, hidden_act="quick_gelu"):
         super().__init__()
-        self.layers = nn.CellList([CLIPEncoderLayer(hidden_size, intermediate_size, num_heads, num_layers, eps)
-                                   for _ in range(num_layers)])
+        self.layers = nn.CellList([CLIPEncoderLayer(hidden_size, intermediate_size, num_heads, num_layers, eps,
+                                                    hidden_act) for _ in range(num_layers)])
 
     def construct(self, x, bias):
         for layer in self.layers:
@@ -140,11 +149,11 @@ class CLIPEncoder(nn.Cell):
 
 class CLIPTextTransformer(nn.Cell):
     def __init__(self, vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
-                 max_position_embeddings, layer_norm_eps, eos_token_id):
+                 max_position_embeddings, layer_norm_eps, eos_token_id, hidden_act="quick_gelu"):
         super().__init__()
         self.embeddings = CLIPTextEmbeddings(vocab_size, hidden_size, max_position_embeddings)
         self.encoder = CLIPEncoder(hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
-                                   layer_norm_eps)
+                                   layer_norm_eps, hidden_act)
         self.final_layer_norm = LayerNorm(hidden_size, layer_norm_eps, affine=True)
         self.eos_token_id = eos_token_id
 
@@ -168,15 +177,24 @@ class CLIPTextEncoder(nn.Cell):
 
     def __init__(self, vocab_size: int, hidden_size: int, intermediate_size: int, num_hidden_layers: int,
                  num_attention_heads: int, max_position_embeddings: int = 77, layer_norm_eps: float = 1e-5,
-                 eos_token_id: int = LEGACY_EOS_TOKEN_ID):
+                 eos_token_id: int = LEGACY_EOS_TOKEN_ID, hidden_act: str = "quick_gelu"):
         super().__init__()
         self.text_model = CLIPTextTransformer(vocab_size, hidden_size, intermediate_size, num_hidden_layers,
                                               num_attention_heads, max_position_embeddings, layer_norm_eps,
-                                              eos_token_id)
+                                              eos_token_id, hidden_act)
 
     def construct(self, input_ids, attention_mask=None):
         states, pooled = self.text_model(input_ids, attention_mask)
         return states.astype(ms.float32), pooled.astype(ms.float32)
+
+
+class CLIPStatesEncoder(CLIPTextEncoder):
+    """The last hidden states [B, N, hidden] alone, with the causal mask only: ModelScope's
+    pipeline passes no attention mask, so the padding's states are the model's own (the
+    StatesEncoder's mask argument is accepted and not applied)."""
+
+    def construct(self, input_ids, attention_mask=None):
+        return self.text_model(input_ids, None)[0].astype(ms.float32)
 
 
 class CLIPTokenizer(FixedLengthTokenizer):
@@ -193,6 +211,10 @@ class CLIPTokenizer(FixedLengthTokenizer):
 def build_encoder(name: str, **overrides) -> "CLIPTextEncoder":
     """The encoder of a named size (declared when called under declare_only())."""
     return CLIPTextEncoder(**{**clip_text_config(name), **overrides})
+
+
+def build_states_encoder(name: str, **overrides) -> CLIPStatesEncoder:
+    return CLIPStatesEncoder(**{**clip_text_config(name), **overrides})
 
 
 def config_names():

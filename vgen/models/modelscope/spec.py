@@ -1,0 +1,56 @@
+"""ModelScope text-to-video-ms-1.7b (T2V-Turbo's MS teacher; with cond_proj its student) as a
+declared family: schema, checks, blocks, LoRA targets, its frozen text encoder (Stable Diffusion 2's
+CLIP text model: OpenCLIP ViT-H/14's text tower in transformers' names, 23 layers, 77 tokens) and
+VAE (the SD AutoencoderKL, frame by frame, latents x 0.18215), and the diffusers folder's converters."""
+from ..adapters import CLIP_TEXT, SD_VAE, from_schema
+from ..family import STATES, FamilySpec, TextEncoderSpec, WeightsAdapter, lazy
+from ..opensora.spec import VAES as SD_VAES
+from .config import MSConfig
+
+CLIP_TOKENIZER = ("vgen.models.text.clip:CLIPTokenizer", ("tokenizer.json",))
+TEXT_ENCODERS = {
+    "clip-vit-h-14-sd2": TextEncoderSpec(lazy("vgen.models.text.clip:build_states_encoder", "clip-vit-h-14-sd2"), 1024,
+                                         *CLIP_TOKENIZER, STATES, max_positions=77),
+    "clip-sd2-tiny": TextEncoderSpec(lazy("vgen.models.text.clip:build_states_encoder", "tiny", hidden_size=32,
+                                          hidden_act="gelu"), 32, *CLIP_TOKENIZER, STATES, max_positions=16),
+}
+# every attention projection and feed-forward Linear of the spatial and temporal transformers
+LORA_TARGETS = tuple(f"*.transformer_blocks.*.{m}" for m in (
+    "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
+    "attn2.to_out.0", "ff.net.0.proj", "ff.net.2"))
+
+
+def check(m, cfg, err):
+    for i, ch in enumerate(m.block_out_channels):
+        if ch % m.norm_num_groups:
+            err(f"model.block_out_channels[{i}]={ch} does not split into model.norm_num_groups={m.norm_num_groups}")
+        elif ch % m.attention_head_dim:
+            err(f"model.block_out_channels[{i}]={ch} is not a whole number of {m.attention_head_dim}-d heads")
+    levels = len(m.block_out_channels) - 1
+    for i, axis in ((1, "H"), (2, "W")):
+        if m.input_size[i] % 2 ** levels:
+            err(f"model.input_size[{i}]={m.input_size[i]} ({axis}) must be divisible by {2 ** levels} "
+                f"({levels} downsamplings)")
+    if m.text_len != m.text_encoder.max_length:
+        err(f"model.text_len={m.text_len} differs from model.text_encoder.max_length={m.text_encoder.max_length}")
+    if cfg.parallel.sp > 1:
+        err(f"parallel.sp={cfg.parallel.sp}: {FAMILY.sp_missing}")
+
+
+FAMILY = FamilySpec(
+    name="modelscope", schema=MSConfig, schema_name="ms_schema",
+    build="vgen.models.modelscope.family:build", check=check,
+    # the UNet's blocks (units of recompute and ZeRO-3): the down blocks, the mid block's layers, the up blocks
+    blocks={"block": ("down_blocks", "mid_block.resnets", "mid_block.temp_convs", "mid_block.attentions",
+                      "mid_block.temp_attentions", "up_blocks")},
+    sp=None, sp_missing="the ModelScope UNet has no sequence-parallel plan (its convolutions see whole frames)",
+    lora_targets=LORA_TARGETS,
+    text_encoders=TEXT_ENCODERS, vaes=SD_VAES,
+    # the diffusers folder: unet/diffusion_pytorch_model.safetensors (bare names), text_encoder/
+    # (clip_text, preset clip-vit-h-14-sd2), vae/ (sd_vae)
+    weights=(WeightsAdapter("modelscope", *from_schema(MSConfig, "ms_schema", "vgen.models.modelscope.family:build",
+                                                       "ms"),
+                            about="text-to-video-ms-1.7b unet/diffusion_pytorch_model.safetensors (bare diffusers "
+                                  "names; T2V-Turbo's student with preset ms_turbo)"),
+             CLIP_TEXT, SD_VAE),
+)
