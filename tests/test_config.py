@@ -46,6 +46,9 @@ def test_unknown_or_mistyped_keys_fail_fast_naming_the_key(override, names):
     (["parallel.recompute=some"], "parallel.recompute"),
     (["schedule.ema_decay=1.5"], "schedule.ema_decay"),
     (["model.input_size=[4,15,16]"], "model.input_size"),
+    (["model=vc2_tiny", "model.head_channels=24"], "model.head_channels"),
+    (["model=ms_tiny", "model.input_size=[2,6,8]"], "model.input_size"),
+    (["model=ms_tiny", "parallel.sp=2", "parallel.workers=2"], "parallel.sp"),
     (["schedule.val_every=5"], "data.holdout"),  # neither prompts nor held-out samples to validate with
     (["data.holdout=-1"], "data.holdout"),
     (["data.num_samples=4", "data.holdout=4", "schedule.val_every=5"], "data.holdout"),

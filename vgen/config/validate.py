@@ -1,7 +1,7 @@
 """Checks that span several fields, run on the composed config before any work (no MindSpore)."""
 import os
 import re
-from typing import List
+from typing import Dict, List
 
 from omegaconf import DictConfig
 
@@ -45,6 +45,24 @@ def check_sp_heads(num_heads: int, sp: int, err, key: str = "model.num_heads") -
         divisors = [d for d in range(1, num_heads + 1) if num_heads % d == 0]
         err(f"parallel.sp={sp} does not divide {key}={num_heads}: Ulysses splits the heads; "
             f"choose sp among {divisors}")
+
+
+def check_unet(m, err, channels: Dict[str, int], groups_key: str, head_key: str, downsamplings: int) -> None:
+    """A latent-diffusion UNet's cross-field checks: the channels of its levels ({config key:
+    channels}) split into GroupNorm groups and whole heads, the latent's H and W survive every
+    downsampling, the text length is the encoder's."""
+    groups, head = m[groups_key], m[head_key]
+    for key, ch in channels.items():
+        if ch % groups:
+            err(f"model.{key}: {ch} channels do not split into model.{groups_key}={groups} GroupNorm groups")
+        elif ch % head:
+            err(f"model.{key}: {ch} channels are not a whole number of model.{head_key}={head}-channel heads")
+    for i, axis in ((1, "H"), (2, "W")):
+        if m.input_size[i] % 2 ** downsamplings:
+            err(f"model.input_size[{i}]={m.input_size[i]} ({axis}) must be divisible by {2 ** downsamplings} "
+                f"({downsamplings} downsamplings)")
+    if m.text_len != m.text_encoder.max_length:
+        err(f"model.text_len={m.text_len} differs from model.text_encoder.max_length={m.text_encoder.max_length}")
 
 
 def check_family(cfg: DictConfig, err) -> None:

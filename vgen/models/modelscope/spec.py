@@ -2,6 +2,7 @@
 declared family: schema, checks, blocks, LoRA targets, its frozen text encoder (Stable Diffusion 2's
 CLIP text model: OpenCLIP ViT-H/14's text tower in transformers' names, 23 layers, 77 tokens) and
 VAE (the SD AutoencoderKL, frame by frame, latents x 0.18215), and the diffusers folder's converters."""
+from ...config.validate import check_unet
 from ..adapters import CLIP_TEXT, SD_VAE, from_schema
 from ..family import STATES, FamilySpec, TextEncoderSpec, WeightsAdapter, lazy
 from ..opensora.spec import VAES as SD_VAES
@@ -21,20 +22,8 @@ LORA_TARGETS = tuple(f"*.transformer_blocks.*.{m}" for m in (
 
 
 def check(m, cfg, err):
-    for i, ch in enumerate(m.block_out_channels):
-        if ch % m.norm_num_groups:
-            err(f"model.block_out_channels[{i}]={ch} does not split into model.norm_num_groups={m.norm_num_groups}")
-        elif ch % m.attention_head_dim:
-            err(f"model.block_out_channels[{i}]={ch} is not a whole number of {m.attention_head_dim}-d heads")
-    levels = len(m.block_out_channels) - 1
-    for i, axis in ((1, "H"), (2, "W")):
-        if m.input_size[i] % 2 ** levels:
-            err(f"model.input_size[{i}]={m.input_size[i]} ({axis}) must be divisible by {2 ** levels} "
-                f"({levels} downsamplings)")
-    if m.text_len != m.text_encoder.max_length:
-        err(f"model.text_len={m.text_len} differs from model.text_encoder.max_length={m.text_encoder.max_length}")
-    if cfg.parallel.sp > 1:
-        err(f"parallel.sp={cfg.parallel.sp}: {FAMILY.sp_missing}")
+    levels = {f"block_out_channels[{i}]": ch for i, ch in enumerate(m.block_out_channels)}
+    check_unet(m, err, levels, "norm_num_groups", "attention_head_dim", len(m.block_out_channels) - 1)
 
 
 FAMILY = FamilySpec(

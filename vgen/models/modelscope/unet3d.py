@@ -59,7 +59,8 @@ from ..layers.embeddings import guidance_embedding, guidance_freqs, sinusoid_fre
 from ..layers.ldm_attention import CrossAttention, FeedForward
 from ..layers.linear import SiLU, torch_default_linear
 from ..layers.norms import LayerNorm
-from ..videocrafter.unet import TemporalConvBlock, Upsample, frames_to_video, video_to_frames
+from ..layers.video_unet import TemporalConvBlock, attend_over_frames, frames_to_video, video_to_frames
+from ..videocrafter.unet import Upsample
 
 MS_17B = dict(in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
               down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
@@ -137,14 +138,7 @@ class TransformerTemporal(nn.Cell):
         self.proj_out = torch_default_linear(inner, channels)
 
     def construct(self, x, frames: int):
-        bt, c, h, w = x.shape
-        b = bt // frames
-        video = self.norm(frames_to_video(x, frames))  # [B, C, T, H, W]: statistics over all frames
-        tokens = self.proj_in(video.transpose(0, 3, 4, 2, 1).reshape(b * h * w, frames, c))
-        for block in self.transformer_blocks:
-            tokens = block(tokens)
-        out = self.proj_out(tokens).reshape(b, h, w, frames, c).transpose(0, 3, 4, 1, 2)  # [B, T, C, H, W]
-        return out.reshape(bt, c, h, w) + x
+        return attend_over_frames(x, frames, self.norm, self.proj_in, self.transformer_blocks, self.proj_out)
 
 
 class ResnetBlock2D(nn.Cell):

@@ -1,6 +1,7 @@
 """VideoCrafter2 (T2V-Turbo's VC2 teacher; with time_cond_proj its student) as a declared family:
 schema, checks, blocks, LoRA targets, its frozen text encoder (OpenCLIP ViT-H/14, penultimate
 layer, 77 tokens) and VAE (the SD AutoencoderKL, frame by frame, latents x 0.18215)."""
+from ...config.validate import check_unet
 from ..adapters import SD_VAE, from_schema, keep_under
 from ..family import STATES, FamilySpec, TextEncoderSpec, WeightsAdapter, lazy, official_first
 from ..opensora.spec import VAES as SD_VAES
@@ -23,21 +24,9 @@ LORA_TARGETS = ("*.transformer_blocks.*.attn1.to_q", "*.transformer_blocks.*.att
 
 
 def check(m, cfg, err):
-    for key in ("model_channels",) + tuple(f"channel_mult[{i}]" for i in range(len(m.channel_mult))):
-        ch = m.model_channels * (1 if key == "model_channels" else m.channel_mult[int(key[-2])])
-        if ch % m.norm_groups:
-            err(f"model.{key}: {ch} channels do not split into model.norm_groups={m.norm_groups} GroupNorm groups")
-        elif ch % m.head_channels:
-            err(f"model.{key}: {ch} channels are not a whole number of model.head_channels={m.head_channels} heads")
-    levels = len(m.channel_mult) - 1
-    for i, axis in ((1, "H"), (2, "W")):
-        if m.input_size[i] % 2 ** levels:
-            err(f"model.input_size[{i}]={m.input_size[i]} ({axis}) must be divisible by {2 ** levels} "
-                f"({levels} downsamplings)")
-    if m.text_len != m.text_encoder.max_length:
-        err(f"model.text_len={m.text_len} differs from model.text_encoder.max_length={m.text_encoder.max_length}")
-    if cfg.parallel.sp > 1:
-        err(f"parallel.sp={cfg.parallel.sp}: {FAMILY.sp_missing}")
+    levels = {"model_channels": m.model_channels,
+              **{f"channel_mult[{i}]": m.model_channels * mult for i, mult in enumerate(m.channel_mult)}}
+    check_unet(m, err, levels, "norm_groups", "head_channels", len(m.channel_mult) - 1)
 
 
 FAMILY = FamilySpec(

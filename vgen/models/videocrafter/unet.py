@@ -21,13 +21,15 @@ conv, the output conv. Dropout: the temporal conv blocks' 0.1 is left out (our d
 in-graph dropout would break exact resume)."""
 from mindspore import Tensor, nn, ops
 
-from ..layers.conv import Conv2d, Conv3d, GroupNorm
+from ..layers.conv import Conv2d, GroupNorm
 from ..layers.embeddings import guidance_embedding, guidance_freqs, sinusoid_freqs, timestep_embedding
 from ..layers.init import new_param, uniform_fan_in, zeros
 from ..layers.ldm_attention import CrossAttention, FeedForward, zero_linear
 from ..layers.linear import SiLU, torch_default_linear
 from ..layers.norms import LayerNorm
 from ..layers.sharding import ShardableLayer
+from ..layers.video_unet import (GROUPS, Identity, TemporalConvBlock, attend_over_frames, frames_to_video, sequence,
+                                 video_to_frames)
 
 PRESETS = {
     "vc2": dict(in_channels=4, out_channels=4, model_channels=320, channel_mult=(1, 2, 4, 4), num_res_blocks=2,
@@ -43,41 +45,6 @@ PRESETS = {
                  attention_resolutions=(1, 2), head_channels=16, context_dim=32, init_attn_heads=2,
                  time_cond_proj_dim=None, norm_groups=8),
 }
-GROUPS = 32
-
-
-def frames_to_video(x, frames: int):
-    """[(B T), C, H, W] -> [B, C, T, H, W]."""
-    bt, c, h, w = x.shape
-    return x.reshape(bt // frames, frames, c, h, w).transpose(0, 2, 1, 3, 4)
-
-
-def video_to_frames(x):
-    """[B, C, T, H, W] -> [(B T), C, H, W]."""
-    b, c, t, h, w = x.shape
-    return x.transpose(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-
-
-class Identity(nn.Cell):
-    """A parameterless place in a numbered sequence (the official SiLU / Dropout entries)."""
-
-    def construct(self, x):
-        return x
-
-
-def sequence(*layers) -> nn.SequentialCell:
-    return nn.SequentialCell(list(layers))
-
-
-# ---- convolutions ---------------------------------------------------------------------------------
-
-class TimeConv(Conv3d):
-    """Conv3d with kernel (3, 1, 1) and padding (1, 0, 0): a convolution over the frames only."""
-
-    def __init__(self, in_channels: int, out_channels: int, zero: bool = False):
-        super().__init__(in_channels, out_channels, (3, 1, 1), padding=(1, 0, 0), zero=zero)
-
-
 class PointwiseConv1d(ShardableLayer):
     """nn.Conv1d with kernel 1 (weight [out, in, 1]) over tokens [..., in]: a Linear with a conv's shape."""
 
@@ -90,22 +57,6 @@ class PointwiseConv1d(ShardableLayer):
     def construct(self, x):
         w = self.read("weight", self.weight)
         return ops.dense(x, w.reshape(w.shape[0], w.shape[1]), self.read("bias", self.bias))
-
-
-class TemporalConvBlock(nn.Cell):
-    """Four GroupNorm-SiLU-TimeConv stages and the input added back (the last conv starts at zero,
-    so the block starts as the identity). [B, C, T, H, W]."""
-
-    def __init__(self, channels: int, groups: int = GROUPS):
-        super().__init__()
-        self.conv1 = sequence(GroupNorm(groups, channels, 1e-5), SiLU(), TimeConv(channels, channels))
-        self.conv2 = sequence(GroupNorm(groups, channels, 1e-5), SiLU(), Identity(), TimeConv(channels, channels))
-        self.conv3 = sequence(GroupNorm(groups, channels, 1e-5), SiLU(), Identity(), TimeConv(channels, channels))
-        self.conv4 = sequence(GroupNorm(groups, channels, 1e-5), SiLU(), Identity(),
-                              TimeConv(channels, channels, zero=True))
-
-    def construct(self, x):
-        return x + self.conv4(self.conv3(self.conv2(self.conv1(x))))
 
 
 # ---- the layers of a block: each called as layer(x, emb, context, frames) -----------------------
@@ -207,14 +158,7 @@ class TemporalTransformer(nn.Cell):
         self.proj_out = zero_linear(inner, channels) if linear else PointwiseConv1d(inner, channels, zero=True)
 
     def construct(self, x, emb, context, frames: int):
-        bt, c, h, w = x.shape
-        b = bt // frames
-        video = self.norm(frames_to_video(x, frames))  # [B, C, T, H, W]: statistics over all frames
-        tokens = self.proj_in(video.transpose(0, 3, 4, 2, 1).reshape(b * h * w, frames, c))
-        for block in self.transformer_blocks:
-            tokens = block(tokens)
-        out = self.proj_out(tokens).reshape(b, h, w, frames, c).transpose(0, 3, 4, 1, 2)  # [B, T, C, H, W]
-        return out.reshape(bt, c, h, w) + x
+        return attend_over_frames(x, frames, self.norm, self.proj_in, self.transformer_blocks, self.proj_out)
 
 
 class Blocks(nn.SequentialCell):
