@@ -1,16 +1,10 @@
-"""ModelScope text-to-video as a trainable family: latent diffusion's eps objective, the SD 2 CLIP
-text states (erf GELU, no attention mask), the tiny UNet3D trains and resumes exactly. (The UNet's
-layers against the diffusers formulas: test_modelscope_unet.py; the full layouts: test_layouts.py.)"""
+"""ModelScope text-to-video as a family: latent diffusion's eps objective, the SD 2 CLIP text
+states (erf GELU, no attention mask), the student's guidance. (Training, resume and ZeRO-3:
+test_unet_training.py; the UNet's layers: test_modelscope_unet.py; the full layouts: test_layouts.py.)"""
 import numpy as np
-import pytest
 from mindspore import Tensor
 
-from conftest import TINY_MODEL, compose, read_metrics
-
-# two levels, the second a plain DownBlock3D / UpBlock3D, 2 x 8 x 8 latents, PyNative (see test_vc2.py)
-MS = [*TINY_MODEL[2:], "model=ms_tiny", "model.input_size=[2,8,8]", "model.block_out_channels=[32,64]",
-      "data=synthetic", "data.num_samples=8", "schedule.lr=1e-3", "schedule.ckpt_every=2", "schedule.warmup_steps=0",
-      "jit=false"]
+from conftest import compose
 
 
 def test_objective_fields_and_the_students_guidance():
@@ -63,34 +57,3 @@ def test_sd2_clip_states_are_erf_gelu_blocks_without_a_padding_mask():
         h = lin(ln(x, layer + "layer_norm2"), layer + "mlp.fc1")
         x = x + lin(0.5 * h * (1 + np.vectorize(erf)(h / np.sqrt(2))), layer + "mlp.fc2")
     np.testing.assert_allclose(got[0], ln(x, m + "final_layer_norm"), rtol=2e-4, atol=2e-4)
-
-
-@pytest.mark.slow
-def test_tiny_trains_and_resumes_exactly(tmp_path):
-    from vgen.train.trainer import Trainer
-
-    base = [*MS, "schedule.batch_size=2"]
-    whole, part = tmp_path / "whole", tmp_path / "part"
-    Trainer(compose([*base, "schedule.max_steps=3"]), whole).setup().run()
-    Trainer(compose([*base, "schedule.max_steps=2"]), part).setup().run()
-    Trainer(compose([*base, "schedule.max_steps=3"]), part).setup().run()
-    want = [m["loss"] for m in read_metrics(whole)]
-    assert len(want) == 3 and all(np.isfinite(want)) and want[2] < want[0]
-    np.testing.assert_allclose([m["loss"] for m in read_metrics(part)], want, rtol=1e-6)
-
-
-@pytest.mark.slow
-@pytest.mark.dist
-def test_zero3_with_recompute_equals_one_process(tmp_path):
-    """As test_vc2's: ZeRO-3 with every block recomputed at 2 workers against one process."""
-    from distributed import assert_same_run, assert_same_weights_but_rare_elements, drawn_pretrained, run_scenarios
-    from vgen.train.trainer import Trainer
-
-    base = [*MS, "schedule.max_steps=2", "schedule.ema_decay=0.9",
-            f"model.pretrained={drawn_pretrained(MS, tmp_path / 'pretrained.safetensors')}"]
-    ref = tmp_path / "single"
-    Trainer(compose([*base, "schedule.batch_size=2"]), ref).setup().run()
-    run_scenarios(tmp_path / "two", 2, [
-        {"name": "zero3", "overrides": [*base, "schedule.batch_size=1", "parallel.recompute=all"], "zero": 3}])
-    assert_same_run(tmp_path / "two" / "zero3", ref, steps=range(1, 3))
-    assert_same_weights_but_rare_elements(tmp_path / "two" / "zero3", ref)

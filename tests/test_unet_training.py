@@ -1,0 +1,53 @@
+"""The latent-diffusion video UNets (VideoCrafter2, ModelScope) under the trainer: the tiny UNets
+train and resume exactly, and ZeRO-3 with every block recomputed at 2 workers equals one process.
+(Their objectives and text: test_vc2.py, test_modelscope.py; their layers: test_*_unet.py.)"""
+import numpy as np
+import pytest
+
+from conftest import TINY_MODEL, compose, read_metrics
+
+BASE = [*TINY_MODEL[2:], "data=synthetic", "data.num_samples=8", "schedule.lr=1e-3", "schedule.ckpt_every=2",
+        "schedule.warmup_steps=0", "jit=false"]
+# two levels, the second without attention (the paths of the full models' deepest level), 2 x 8 x 8
+# latents; PyNative: compiling a UNet's step costs more than these few steps
+FAMILIES = {
+    "vc2": ["model=vc2_tiny", "model.input_size=[2,8,8]", "model.channel_mult=[1,2]", "model.attention_resolutions=[1]"],
+    "ms": ["model=ms_tiny", "model.input_size=[2,8,8]", "model.block_out_channels=[32,64]"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_tiny_trains_and_resumes_exactly(tmp_path, name):
+    from vgen.train.trainer import Trainer
+
+    base = [*BASE, *FAMILIES[name], "schedule.batch_size=2"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    Trainer(compose([*base, "schedule.max_steps=3"]), whole).setup().run()
+    Trainer(compose([*base, "schedule.max_steps=2"]), part).setup().run()
+    Trainer(compose([*base, "schedule.max_steps=3"]), part).setup().run()
+    want = [m["loss"] for m in read_metrics(whole)]
+    assert len(want) == 3 and all(np.isfinite(want)) and want[2] < want[0]
+    np.testing.assert_allclose([m["loss"] for m in read_metrics(part)], want, rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_zero3_with_recompute_equals_one_process(tmp_path):
+    """Both UNets in one msrun job: ZeRO-3 with every block recomputed at 2 workers (one sample per
+    rank) against one process with the same global batch of 2: losses, norms, weights, EMA, moments,
+    from 'pretrained' weights whose zero-initialised layers are drawn too."""
+    from distributed import assert_same_run, assert_same_weights_but_rare_elements, drawn_pretrained, run_scenarios
+    from vgen.train.trainer import Trainer
+
+    scenarios = []
+    for name, model in FAMILIES.items():
+        base = [*BASE, *model, "schedule.max_steps=2", "schedule.ema_decay=0.9",
+                f"model.pretrained={drawn_pretrained([*BASE, *model], tmp_path / f'{name}.safetensors')}"]
+        Trainer(compose([*base, "schedule.batch_size=2"]), tmp_path / "single" / name).setup().run()
+        scenarios.append({"name": name, "overrides": [*base, "schedule.batch_size=1", "parallel.recompute=all"],
+                          "zero": 3})
+    run_scenarios(tmp_path / "two", 2, scenarios)
+    for name in FAMILIES:
+        assert_same_run(tmp_path / "two" / name, tmp_path / "single" / name, steps=range(1, 3))
+        assert_same_weights_but_rare_elements(tmp_path / "two" / name, tmp_path / "single" / name)
