@@ -190,6 +190,17 @@ def _transformers(ch, head_dim, cross_attention_dim, groups):
                                                                                              groups)
 
 
+def _add_layers_after_resnets(block, channels, layers, attention, head_dim, cross_attention_dim, groups):
+    """A down or up block's temp_convs, then (with attention) attentions and temp_attentions, one
+    per resnet, registered in the official order."""
+    block.temp_convs = nn.CellList([TemporalConvBlock(channels, groups) for _ in range(layers)])
+    block.attentions = block.temp_attentions = None
+    if attention:
+        pairs = [_transformers(channels, head_dim, cross_attention_dim, groups) for _ in range(layers)]
+        block.attentions = nn.CellList([p[0] for p in pairs])
+        block.temp_attentions = nn.CellList([p[1] for p in pairs])
+
+
 class DownBlock3D(nn.Cell):
     """CrossAttnDownBlock3D (attention=True) or DownBlock3D. Returns (x, the skip states)."""
 
@@ -198,12 +209,7 @@ class DownBlock3D(nn.Cell):
         super().__init__()
         self.resnets = nn.CellList([ResnetBlock2D(in_channels if i == 0 else out_channels, out_channels,
                                                   temb_channels, groups, eps) for i in range(layers)])
-        self.temp_convs = nn.CellList([TemporalConvBlock(out_channels, groups) for _ in range(layers)])
-        self.attentions = self.temp_attentions = None
-        if attention:
-            pairs = [_transformers(out_channels, head_dim, cross_attention_dim, groups) for _ in range(layers)]
-            self.attentions = nn.CellList([p[0] for p in pairs])
-            self.temp_attentions = nn.CellList([p[1] for p in pairs])
+        _add_layers_after_resnets(self, out_channels, layers, attention, head_dim, cross_attention_dim, groups)
         self.downsamplers = nn.CellList([Downsample2D(out_channels)]) if downsample else None
 
     def construct(self, x, emb, context, frames: int):
@@ -237,12 +243,7 @@ class UpBlock3D(nn.Cell):
             resnets.append(ResnetBlock2D((prev_output_channels if i == 0 else out_channels) + skip, out_channels,
                                          temb_channels, groups, eps))
         self.resnets = nn.CellList(resnets)
-        self.temp_convs = nn.CellList([TemporalConvBlock(out_channels, groups) for _ in range(layers)])
-        self.attentions = self.temp_attentions = None
-        if attention:
-            pairs = [_transformers(out_channels, head_dim, cross_attention_dim, groups) for _ in range(layers)]
-            self.attentions = nn.CellList([p[0] for p in pairs])
-            self.temp_attentions = nn.CellList([p[1] for p in pairs])
+        _add_layers_after_resnets(self, out_channels, layers, attention, head_dim, cross_attention_dim, groups)
         self.upsamplers = nn.CellList([Upsample(out_channels)]) if upsample else None
 
     def construct(self, x, emb, context, frames: int, *skips):
