@@ -124,8 +124,11 @@ class SafetensorsSource:
 
 
 def flatten_tensors(obj, is_tensor, prefix: str = "") -> Dict[str, object]:
-    """Nested dicts -> {"a.b.c": tensor}; non-tensor leaves (step counters, configs) are dropped."""
+    """Nested dicts and lists -> {"a.b.0": tensor} (a list's items are keyed by their index, as in
+    T2V-Turbo's unet_lora.pt); non-tensor leaves (step counters, configs) are dropped."""
     out = {}
+    if isinstance(obj, (list, tuple)):
+        obj = {str(i): v for i, v in enumerate(obj)}
     if isinstance(obj, dict):
         for k, v in obj.items():
             out.update(flatten_tensors(v, is_tensor, f"{prefix}{k}."))

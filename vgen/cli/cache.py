@@ -84,29 +84,16 @@ def check_options(options: dict) -> None:
 
 
 def compose_config(overrides: List[str]) -> DictConfig:
-    """The plain, validated config of vgen-train's conf tree with these overrides."""
-    from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    """The plain, validated config of vgen-train's conf tree with these overrides, over a video data set."""
+    from vgen.cli.common import compose_config as compose
 
-    from vgen.cli.common import plain_config
-    from vgen.config.store import register_configs
-    from vgen.config.validate import validate
-
-    register_configs()
-    try:
-        with initialize_config_module("vgen.conf", version_base=None):
-            cfg = compose("train", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"cannot compose the config from {list(overrides)}: {e}") from e
-    if cfg.data.kind != "video":
+    plain = compose(overrides)
+    if plain.data.kind != "video":
         raise ConfigError(f"vgen-cache reads a video data set (data=video or data=webvid); this config has "
-                          f"data.kind={cfg.data.kind}")
+                          f"data.kind={plain.data.kind}")
     for key in ("csv_path", "cache_dir"):
-        if OmegaConf.is_missing(cfg.data, key) or not cfg.data[key]:
+        if OmegaConf.is_missing(plain.data, key) or not plain.data[key]:
             raise ConfigError(f"data.{key} is not set: give data.{key}=<path>")
-    plain = plain_config(cfg)
-    validate(plain)
     plain.data.cache_dir = os.path.abspath(plain.data.cache_dir)
     return plain
 

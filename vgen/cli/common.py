@@ -27,6 +27,26 @@ def plain_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
+def compose_config(overrides) -> DictConfig:
+    """The plain, validated config of vgen-train's conf tree with these overrides (for tools that
+    run outside a Hydra app)."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..config.store import register_configs
+
+    register_configs()
+    try:
+        with initialize_config_module("vgen.conf", version_base=None):
+            cfg = compose("train", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"cannot compose the config from {list(overrides)}: {e}") from e
+    plain = plain_config(cfg)
+    validate(plain)
+    return plain
+
+
 def reject_added_keys(cfg: DictConfig, overrides) -> None:
     """`+key=value` may add entries to dict-typed fields (parallel.recompute_kinds, model.mask_ratios)
     but not keys that a schema does not have: those fail like any unknown key."""

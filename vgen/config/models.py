@@ -39,14 +39,23 @@ class VAEConfig:
     frames_per_call: int = 8
 
 
+LORA_STYLES = ("peft", "lora_diffusion")
+
+
 @dataclass
 class LoRAConfig:
-    """Low-rank adapters on the family's Linear layers; rank 0 trains the full model."""
+    """Low-rank adapters on the family's Linear / Conv layers; rank 0 trains the full model."""
 
     rank: int = 0
     alpha: Optional[float] = None  # scale alpha / rank; default: rank (scale 1)
     targets: List[str] = field(default_factory=list)  # module-path patterns; default: the family's
     dropout: float = 0.0
+    # peft (down kaiming-uniform, dropout on the input) | lora_diffusion (T2V-Turbo's: down
+    # N(0, 1/r), dropout on the update, none on Conv3d); see vgen/models/lora.py
+    style: str = "peft"
+    # safetensors of the adapters (our names) to start from, e.g. a released LoRA converted by
+    # tools/convert_lora.py; a resumed checkpoint's adapters take precedence
+    pretrained: Optional[str] = None
 
 
 @dataclass

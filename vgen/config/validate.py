@@ -5,6 +5,8 @@ from typing import Dict, List
 
 from omegaconf import DictConfig
 
+from .models import LORA_STYLES
+
 
 class ConfigError(ValueError):
     """A config that cannot run; the message names the key(s) and the fix."""
@@ -86,6 +88,16 @@ def check_family(cfg: DictConfig, err) -> None:
 
 
 DPO_REFERENCES = ("auto", "adapters_off", "frozen_copy")
+
+
+def check_lora(cfg: DictConfig, err) -> None:
+    o = cfg.model.lora
+    if o.rank < 0:
+        err(f"model.lora.rank={o.rank}: must be >= 0 (0 trains the full model)")
+    if not 0.0 <= o.dropout < 1.0:
+        err(f"model.lora.dropout={o.dropout}: must be in [0, 1)")
+    if o.style not in LORA_STYLES:
+        err(f"model.lora.style={o.style!r}: expected one of {list(LORA_STYLES)}")
 
 
 def check_dpo(cfg: DictConfig, err) -> None:
@@ -214,6 +226,7 @@ def validate(cfg: DictConfig) -> None:
         err(f"data.num_samples={d.num_samples}: must be >= 1")
 
     check_family(cfg, err)
+    check_lora(cfg, err)
     check_dpo(cfg, err)
     check_sample(cfg, err)
     check_validation(cfg, err)

@@ -1,33 +1,41 @@
 """LoRA as a plan applied onto an unchanged model.
 
-`apply_lora(net, rank, alpha, targets)` swaps every selected `Linear` for a `LoRALinear` at the same
-attribute path. The LoRALinear takes over the Linear's own `weight` / `bias` Parameters, so every
-base name (and value) stays exactly the official one, and adds two small Linears as children:
+`apply_lora(net, rank, alpha, targets)` swaps every selected `Linear`, `Conv2d` or `Conv3d` for its
+LoRA layer at the same attribute path. The LoRA layer takes over the base layer's own `weight` /
+`bias` Parameters, so every base name (and value) stays exactly the official one, and adds two
+small layers as children:
 
-    <module path>.lora_down.weight   [rank, in]   A: kaiming-uniform(a=sqrt(5)) = U(+-1/sqrt(in)), as peft
-    <module path>.lora_up.weight     [out, rank]  B: zeros, so the adapted net starts as the base net
+    <module path>.lora_down.weight   Linear [r, in]     conv [r, in, *k] (the base's kernel, stride, padding)
+    <module path>.lora_up.weight     Linear [out, r]    conv [out, r, 1, ..]   zeros: the net starts as the base
 
-    y = x W^T + b + (alpha / rank) * (dropout(x) A^T) B^T
+    y = base(x) + (alpha / rank) * up(down(x))      r = min(rank, in, out)
+
+Two conventions (`style`) differ in the down init and where dropout acts:
+- "peft" (peft, kohya / musubi-tuner HunyuanVideo LoRAs): down ~ kaiming-uniform(a=sqrt(5)) =
+  U(+-1/sqrt(fan_in)); dropout on the adapter's input.
+- "lora_diffusion" (cloneofsimo's lora_diffusion, which T2V-Turbo trains with): down ~ N(0, 1/r);
+  dropout on the adapter's output, none on Conv3d adapters (as its LoraInjectedConv3d).
+The rank is clamped to min(in, out) (T2V-Turbo's 4-channel in/out convs get r = 4); the scale uses
+the configured rank (T2V-Turbo: alpha = rank, scale 1, also on the clamped layers).
 
 Why these names: the base entries keep their official names, so an official checkpoint still loads
 by name and a merged net (`merge_lora(net, unload=True)`) is again exactly the official layout;
-`lora_down` / `lora_up` with this init and scale are the kohya-style modules that HunyuanVideo LoRA
-tools use (musubi-tuner: `lora_unet_<path with _>.lora_down.weight`), and T2V-Turbo's unet_lora.pt
-holds [up, down] pairs, so adapters map 1:1 onto those files (peft's lora_A / lora_B are the same
-down / up matrices). Dropout acts on the adapter's input, as peft (kohya drops after lora_down), and
-only in training mode: set the mode before compiling, a compiled graph keeps the mode it saw.
+`lora_down` / `lora_up` are the kohya-style names (musubi-tuner: `lora_unet_<path>.lora_down.weight`)
+and T2V-Turbo's unet_lora.pt holds [up, down] pairs per module in module order, so adapters map 1:1
+onto those files (peft's lora_A / lora_B are the same down / up matrices). Dropout acts only in
+training mode: set the mode before compiling, a compiled graph keeps the mode it saw.
 
 Targets are fnmatch patterns (case-sensitive) on the dotted module path, e.g.
-"double_blocks.*.img_attn_qkv", "*.linear1", "single_blocks.*" ('*' also crosses dots). A Linear is
-adapted when any pattern matches its path; a pattern that selects no Linear is an error (typos
+"double_blocks.*.img_attn_qkv", "*.linear1", "single_blocks.*", "*" ('*' also crosses dots). A layer
+is adapted when any pattern matches its path; a pattern that selects no layer is an error (typos
 would otherwise silently train nothing).
 
 The adapters are ordinary declared parameters (`new_param`): on a net built under `declare_only()`
 they are declared too (vgen-inspect lists them, `materialize` fills them by name); on an already
 materialized net they are filled at once from the same (seed, name) rule. Everything else in the
 net is frozen (requires_grad False), so trainers that train `requires_grad` parameters train only
-the adapters. The adapter Linears are ShardableLayers: a ZeRO-3 plan shards them like any layer
-(and the frozen base weights with them, so a 30B base is never whole on a rank).
+the adapters. The adapters are ShardableLayers: a ZeRO-3 plan shards them like any layer (and the
+frozen base weights with them, so a 30B base is never whole on a rank).
 """
 import fnmatch
 from contextlib import contextmanager
@@ -37,65 +45,135 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from .layers.init import declare_only, init_value, named_params, uniform_fan_in, zeros
+from ..config.models import LORA_STYLES
+from .layers.conv import Conv2d, Conv3d, ConvNd
+from .layers.init import declare_only, init_value, named_params, normal, uniform_fan_in, zeros
 from .layers.linear import Linear
 from .layers.paths import cell_at, cells_with_paths, replace_cell
 from .weights import WeightsError
 
 ADAPTER_ATTRS = ("lora_down", "lora_up")
+STYLES = LORA_STYLES
 
 
-class LoRALinear(Linear):
-    """A Linear plus a low-rank update; built from an existing Linear whose Parameters it reuses."""
+class _Adapted:
+    """What every LoRA layer shares: the low-rank update and the switch that turns it off."""
 
-    def __init__(self, base: Linear, rank: int, alpha: float, dropout: float = 0.0):
-        nn.Cell.__init__(self)  # not Linear.__init__: the base Parameters are taken over, not re-declared
+    def _adopt(self, base, n_in: int, n_out: int, rank: int, alpha: float, dropout: float, style: str):
+        if style not in STYLES:
+            raise ValueError(f"LoRA style {style!r}: expected one of {STYLES}")
+        # the base cell itself, kept out of the cell tree, so unloading puts it back unchanged
+        object.__setattr__(self, "base_cell", base)
         self.sources = base.sources
-        self.in_features, self.out_features = base.in_features, base.out_features
         self.weight = base.weight
         self.bias = base.bias
-        self.rank, self.alpha = int(rank), float(alpha)
-        self.scale = self.alpha / self.rank
-        # kaiming_uniform_(a=sqrt(5)) on [rank, in] has bound sqrt(6 / ((1 + 5) * in)) = 1/sqrt(in)
-        self.lora_down = Linear(self.in_features, self.rank, bias=False, init=uniform_fan_in(self.in_features))
-        self.lora_up = Linear(self.rank, self.out_features, bias=False, init=zeros)
+        self.rank, self.alpha = min(int(rank), n_in, n_out), float(alpha)
+        self.scale = self.alpha / int(rank)
+        fan_in = int(np.prod(base.weight.shape[1:]))
+        self.down_init = uniform_fan_in(fan_in) if style == "peft" else normal(1.0 / self.rank)
+        on_update = style == "lora_diffusion"
+        if on_update and isinstance(base, Conv3d):
+            dropout = 0.0
         self.lora_dropout = nn.Dropout(p=dropout) if dropout > 0 else None
+        self.dropout_on_update = on_update
         self.enabled = True  # False: the base layer alone (a compiled graph keeps the value it saw)
 
+    def update(self, x):
+        if self.lora_dropout is not None and not self.dropout_on_update:
+            x = self.lora_dropout(x)
+        u = self.lora_up(self.lora_down(x)) * self.scale
+        if self.lora_dropout is not None and self.dropout_on_update:
+            u = self.lora_dropout(u)
+        return u
+
+
+class LoRALinear(_Adapted, Linear):
+    """A Linear plus a low-rank update; built from an existing Linear whose Parameters it reuses."""
+
+    def __init__(self, base: Linear, rank: int, alpha: float, dropout: float = 0.0, style: str = "peft"):
+        nn.Cell.__init__(self)  # not Linear.__init__: the base Parameters are taken over, not re-declared
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self._adopt(base, base.in_features, base.out_features, rank, alpha, dropout, style)
+        self.lora_down = Linear(self.in_features, self.rank, bias=False, init=self.down_init)
+        self.lora_up = Linear(self.rank, self.out_features, bias=False, init=zeros)
+
     def construct(self, x):
-        if not self.enabled:
-            return super().construct(x)
-        h = x if self.lora_dropout is None else self.lora_dropout(x)
-        return super().construct(x) + self.lora_up(self.lora_down(h)) * self.scale
+        y = super().construct(x)
+        return y + self.update(x) if self.enabled else y
+
+
+class _LoRAConv(_Adapted):
+    """A convolution plus a low-rank update: down has the base's kernel, stride and padding, up is 1x1."""
+
+    def __init__(self, base: ConvNd, rank: int, alpha: float, dropout: float = 0.0, style: str = "peft"):
+        nn.Cell.__init__(self)
+        self.stride, self.padding, self.padded, self.on_cpu = base.stride, base.padding, base.padded, base.on_cpu
+        n_out, n_in, *kernel = base.weight.shape
+        self._adopt(base, n_in, n_out, rank, alpha, dropout, style)
+        cls = type(self).conv_class
+        self.lora_down = cls(n_in, self.rank, tuple(kernel), self.stride, self.padding, bias=False, init=self.down_init)
+        self.lora_up = cls(self.rank, n_out, 1, bias=False, zero=True)
+
+    def conv(self, x):
+        y = ConvNd.conv(self, x)  # not super(): graph mode resolves it from type(self), a loop here
+        return y + self.update(x) if self.enabled else y
+
+
+class LoRAConv2d(_LoRAConv, Conv2d):
+    conv_class = Conv2d
+
+
+class LoRAConv3d(_LoRAConv, Conv3d):
+    conv_class = Conv3d
+
+
+def lora_layer(base, rank: int, alpha: float, dropout: float, style: str):
+    """The LoRA layer for a Linear / Conv2d / Conv3d (subclasses keep their own construct: a
+    conv's adapters act in its `conv`)."""
+    if isinstance(base, Linear):
+        return LoRALinear(base, rank, alpha, dropout, style)
+    cls = LoRAConv3d if isinstance(base, Conv3d) else LoRAConv2d
+    return cls(base, rank, alpha, dropout, style)
+
+
+def lora_delta(up: np.ndarray, down: np.ndarray, weight_shape) -> np.ndarray:
+    """The base weight's change up @ down (float64), for Linear ([out, r] @ [r, in]) and conv
+    adapters alike (a k-conv into r channels then a 1x1 conv is one k-conv with weight up @ down)."""
+    up2 = np.asarray(up, np.float64).reshape(up.shape[0], -1)
+    down2 = np.asarray(down, np.float64).reshape(down.shape[0], -1)
+    return (up2 @ down2).reshape(tuple(weight_shape))
 
 
 # ---- locating layers ------------------------------------------------------------------------
 
-def lora_layers(net: nn.Cell) -> List[Tuple[str, LoRALinear]]:
-    return [(path, cell) for path, cell in cells_with_paths(net) if isinstance(cell, LoRALinear)]
+ADAPTABLE = (Linear, ConvNd)
+
+
+def lora_layers(net: nn.Cell) -> List[Tuple[str, nn.Cell]]:
+    return [(path, cell) for path, cell in cells_with_paths(net) if isinstance(cell, _Adapted)]
 
 
 def select_targets(net: nn.Cell, targets: Union[str, Sequence[str]]) -> List[str]:
-    """Paths of the plain Linears matched by the patterns, in module order."""
+    """Paths of the plain Linear / Conv layers matched by the patterns, in module order."""
     patterns = [targets] if isinstance(targets, str) else list(targets)
     if not patterns:
         raise ValueError("apply_lora needs at least one target pattern")
     adapted = [path for path, _ in lora_layers(net)]
-    linears = [path for path, cell in cells_with_paths(net)  # not the adapted layers nor their adapters
-               if isinstance(cell, Linear) and not isinstance(cell, LoRALinear)
-               and not any(path.startswith(p + ".") for p in adapted)]
+    layers = [path for path, cell in cells_with_paths(net)  # not the adapted layers nor their adapters
+              if isinstance(cell, ADAPTABLE) and not isinstance(cell, _Adapted)
+              and not any(path.startswith(p + ".") for p in adapted)]
     chosen, unmatched = [], []
     for pattern in patterns:
-        hits = [path for path in linears if fnmatch.fnmatchcase(path, pattern)]
+        hits = [path for path in layers if fnmatch.fnmatchcase(path, pattern)]
         if not hits:
             unmatched.append(pattern)
         chosen.extend(hits)
     if unmatched:
         already = [p for p in adapted if any(fnmatch.fnmatchcase(p, u) for u in unmatched)]
         hint = f" (already adapted: {already[:3]})" if already else ""
-        raise ValueError(f"LoRA target pattern(s) {unmatched} match no Linear layer{hint}; "
-                         f"Linear paths look like {linears[:3]}")
-    order = {path: i for i, path in enumerate(linears)}
+        raise ValueError(f"LoRA target pattern(s) {unmatched} match no Linear or Conv layer{hint}; "
+                         f"layer paths look like {layers[:3]}")
+    order = {path: i for i, path in enumerate(layers)}
     return sorted(set(chosen), key=order.__getitem__)
 
 
@@ -106,19 +184,22 @@ def _is_declared(p) -> bool:
     return bool(getattr(p, "has_init", False))
 
 
-def adapt_family(family, lora_cfg, seed: int, dropout: float) -> List[str]:
-    """model.lora's adapters on the family's net: the Linears lora_cfg.targets names, else the
-    family's declared LoRA targets; returns the adapted paths."""
+def adapt_family(family, lora_cfg, seed: int, dropout: float = None) -> List[str]:
+    """model.lora's adapters on the family's net: the layers lora_cfg.targets names, else the
+    family's declared LoRA targets; returns the adapted paths. `dropout` overrides lora_cfg's
+    (sampling builds the adapters without it)."""
     targets = list(lora_cfg.targets) or list(family.spec.lora_targets)
     if not targets:
         raise WeightsError(f"model.lora.targets: family {family.name} has no default LoRA targets; name the "
-                           "Linear layers to adapt (module-path patterns)")
-    return apply_lora(family.net, lora_cfg.rank, lora_cfg.alpha or lora_cfg.rank, targets, dropout, seed=seed)
+                           "Linear / Conv layers to adapt (module-path patterns)")
+    return apply_lora(family.net, lora_cfg.rank, lora_cfg.alpha or lora_cfg.rank, targets,
+                      lora_cfg.dropout if dropout is None else dropout, seed=seed, style=lora_cfg.style)
 
 
 def apply_lora(net: nn.Cell, rank: int, alpha: float, targets: Union[str, Sequence[str]], dropout: float = 0.0,
-               seed: int = 0) -> List[str]:
-    """Adapt the Linears matched by `targets`, freeze everything else; returns the adapted paths.
+               seed: int = 0, style: str = "peft") -> List[str]:
+    """Adapt the Linear / Conv2d / Conv3d layers matched by `targets`, freeze everything else;
+    returns the adapted paths.
 
     On a materialized net the new adapters are filled as `materialize(net, seed)` would fill them
     (in the base weight's dtype); on a declared net they stay declared until `materialize`."""
@@ -126,15 +207,17 @@ def apply_lora(net: nn.Cell, rank: int, alpha: float, targets: Union[str, Sequen
         raise ValueError(f"LoRA rank must be a positive integer, got {rank}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
+    if style not in STYLES:
+        raise ValueError(f"LoRA style {style!r}: expected one of {STYLES}")
     paths = select_targets(net, targets)
     for path in paths:
         base = cell_at(net, path)
         declared = _is_declared(base.weight)
         if declared:
             with declare_only():
-                layer = LoRALinear(base, rank, alpha, dropout)
+                layer = lora_layer(base, rank, alpha, dropout, style)
         else:
-            layer = LoRALinear(base, rank, alpha, dropout)
+            layer = lora_layer(base, rank, alpha, dropout, style)
         replace_cell(net, path, layer)
         if not declared:
             for attr in ADAPTER_ATTRS:
@@ -186,6 +269,12 @@ def _fp32(p) -> np.ndarray:
     return (p.astype(ms.float32) if p.dtype != ms.float32 else p).asnumpy().astype(np.float32)
 
 
+def released_order(net: nn.Cell) -> List[str]:
+    """The adapter names as lora_diffusion saves them (T2V-Turbo's unet_lora.pt): an unnamed list of
+    [up, down] per adapted layer in module order; entry i of such a file is the name at i."""
+    return [f"{path}.{attr}.weight" for path, _ in lora_layers(net) for attr in ("lora_up", "lora_down")]
+
+
 def lora_state(net: nn.Cell) -> Dict[str, np.ndarray]:
     """{name: fp32 array} of the adapters only (what a LoRA checkpoint holds)."""
     return {name: _fp32(p) for name, p in zip(adapter_names(net), adapter_params(net))}
@@ -216,10 +305,11 @@ def load_lora(net: nn.Cell, arrays: Dict[str, np.ndarray], strict: bool = True, 
 
 
 def merge_lora(net: nn.Cell, unload: bool = False) -> int:
-    """Fold W += (alpha/rank) B A into every adapted layer's base weight (in fp32, stored back in the
-    weight's dtype) and zero B, so the adapters no longer change the output. With `unload` the
-    LoRALinears are swapped back for plain Linears holding the merged Parameters: the net then has
-    exactly its original (official) parameter names. Returns the number of merged layers."""
+    """Fold W += (alpha/rank) up @ down into every adapted layer's base weight (in fp32, stored
+    back in the weight's dtype) and zero up, so the adapters no longer change the output. With
+    `unload` each LoRA layer is swapped back for its base layer (holding the merged Parameters):
+    the net then has exactly its original (official) parameter names. Returns the number of
+    merged layers."""
     layers = lora_layers(net)
     for path, layer in layers:
         if layer.sources is not None or layer.lora_down.sources is not None or layer.lora_up.sources is not None:
@@ -227,24 +317,12 @@ def merge_lora(net: nn.Cell, unload: bool = False) -> int:
         if _is_declared(layer.weight):
             raise ValueError(f"{path} is only declared: materialize or load the net before merging")
         w = layer.weight
-        merged = _fp32(w).astype(np.float64) + layer.scale * (
-            _fp32(layer.lora_up.weight).astype(np.float64) @ _fp32(layer.lora_down.weight).astype(np.float64))
-        _write(w, merged)
+        delta = lora_delta(_fp32(layer.lora_up.weight), _fp32(layer.lora_down.weight), w.shape)
+        _write(w, _fp32(w).astype(np.float64) + layer.scale * delta)
         _write(layer.lora_up.weight, np.zeros(layer.lora_up.weight.shape, np.float32))
         if unload:
-            replace_cell(net, path, _plain_linear(layer))
+            replace_cell(net, path, layer.base_cell)
     return len(layers)
-
-
-def _plain_linear(layer: LoRALinear) -> Linear:
-    """A Linear holding the layer's own base Parameters (no new ones declared)."""
-    plain = Linear.__new__(Linear)
-    nn.Cell.__init__(plain)
-    plain.sources = layer.sources
-    plain.in_features, plain.out_features = layer.in_features, layer.out_features
-    plain.weight = layer.weight
-    plain.bias = layer.bias
-    return plain
 
 
 def describe(net: nn.Cell) -> Dict[str, int]:
@@ -254,5 +332,6 @@ def describe(net: nn.Cell) -> Dict[str, int]:
     return {"layers": len(lora_layers(net)), "trainable": trainable, "frozen": total - trainable}
 
 
-__all__ = ["LoRALinear", "apply_lora", "adapters_disabled", "lora_state", "load_lora", "merge_lora", "lora_layers",
-           "adapter_names", "adapter_params", "select_targets", "describe"]
+__all__ = ["LoRALinear", "LoRAConv2d", "LoRAConv3d", "STYLES", "lora_delta", "apply_lora", "adapters_disabled",
+           "lora_state", "load_lora", "merge_lora", "lora_layers", "adapter_names", "adapter_params",
+           "released_order", "select_targets", "describe"]

@@ -2,7 +2,7 @@
 import json
 import logging
 from pathlib import Path
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Tuple
 
 import mindspore as ms
 import numpy as np
@@ -66,6 +66,17 @@ def open_pretrained(path: str, net: nn.Cell, init_only: Iterable[str] = (), skip
     except WeightsError as e:
         raise WeightsError(f"model.pretrained: {e}") from e
     check_layout(path, *layout_problems(loadable(net, skip=skip), weights.shapes, init_only), strict=strict)
+    return weights
+
+
+def open_adapters(path: str, shapes: Dict[str, Tuple[int, ...]]) -> "SafetensorsWeights":
+    """model.lora.pretrained opened and checked: exactly the net's adapters (`shapes`), shape for
+    shape (tools/convert_lora.py makes such a file from a released LoRA)."""
+    try:
+        weights = SafetensorsWeights(path)
+    except WeightsError as e:
+        raise WeightsError(f"model.lora.pretrained: {e}") from e
+    check_layout(path, *layout_problems(shapes, weights.shapes), strict=True)
     return weights
 
 

@@ -58,7 +58,7 @@ def load_weights(cfg, family, mesh: Mesh, ckpt: Optional[Path], device: str) -> 
     """The declared family's weights in place, parallelized and in the compute dtype."""
     from ..models.layers.init import named_params
     from ..models.lora import adapt_family, adapter_names
-    from ..models.weights import check_layout, fill_parameters, layout_problems, open_pretrained
+    from ..models.weights import check_layout, fill_parameters, layout_problems, open_adapters, open_pretrained
     from ..parallel.plan import parallelize, sharded_names
     from ..train.checkpoint import CheckpointReader
     from ..train.precision import cast_model, resolve_precision
@@ -81,6 +81,9 @@ def load_weights(cfg, family, mesh: Mesh, ckpt: Optional[Path], device: str) -> 
         sources.append(open_pretrained(cfg.model.pretrained, family.net, family.init_only,
                                        adapter_names(family.net), strict=ckpt is None))
         what.append(cfg.model.pretrained)
+    if lora.rank > 0 and lora.pretrained and ckpt is None:
+        sources.append(open_adapters(lora.pretrained, {n: shapes[n] for n in adapter_names(family.net)}))
+        what.append(lora.pretrained)
     if mesh.is_main:
         log.info("weights: %s", " over ".join(what) if what else f"none given: the seeded initialisation (seed {cfg.seed})")
     sharded = sharded_names(family, mesh, cfg.parallel)

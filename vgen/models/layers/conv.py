@@ -6,7 +6,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, ops
 
-from .init import new_param, ones, uniform_fan_in, zeros
+from .init import InitFn, new_param, ones, uniform_fan_in, zeros
 from .sharding import ShardableLayer
 
 MATMUL_CONV_MIN_MACS = 8_000_000
@@ -68,22 +68,22 @@ def _zero_pad(x, padding: tuple):
     return x
 
 
-class _ConvNd(ShardableLayer):
+class ConvNd(ShardableLayer):
     nd = 2
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 bias: bool = True, zero: bool = False):
+                 bias: bool = True, zero: bool = False, init: InitFn = None):
         """padding: one int for every axis or one per axis; zero: weights start at zero (the
-        official zero_module), else PyTorch's default init."""
+        official zero_module), else `init` or PyTorch's default init."""
         super().__init__()
         k = tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else (kernel_size,) * self.nd
         self.stride = tuple(stride) if isinstance(stride, (tuple, list)) else (stride,) * self.nd
         self.padding = tuple(padding) if isinstance(padding, (tuple, list)) else (padding,) * self.nd
         self.padded = any(self.padding)
         fan_in = in_channels * int(np.prod(k))
-        init = zeros if zero else uniform_fan_in(fan_in)
-        self.weight = new_param((out_channels, in_channels) + k, init)
-        self.bias = new_param((out_channels,), init) if bias else None
+        default = zeros if zero else uniform_fan_in(fan_in)
+        self.weight = new_param((out_channels, in_channels) + k, init or default)
+        self.bias = new_param((out_channels,), default) if bias else None
         self.on_cpu = ms.get_context("device_target") == "CPU"
 
     def _native(self, x, w, b, padding):
@@ -103,7 +103,7 @@ class _ConvNd(ShardableLayer):
         return self._native(x, w, b, self.padding if self.padded else None)
 
 
-class Conv2d(_ConvNd):
+class Conv2d(ConvNd):
     """torch.nn.Conv2d: weight [out, in, kh, kw], bias [out], symmetric zero padding, PyTorch init."""
 
     nd = 2
@@ -114,7 +114,7 @@ class Conv2d(_ConvNd):
         return ops.conv2d(x, w, b, stride=self.stride, pad_mode="valid")
 
 
-class Conv3d(_ConvNd):
+class Conv3d(ConvNd):
     """torch.nn.Conv3d: weight [out, in, kt, kh, kw], bias [out], symmetric zero padding, PyTorch init."""
 
     nd = 3

@@ -15,10 +15,8 @@ TEXT_ENCODERS = {
     "clip-sd2-tiny": TextEncoderSpec(lazy("vgen.models.text.clip:build_states_encoder", "tiny", hidden_size=32,
                                           hidden_act="gelu"), 32, *CLIP_TOKENIZER, STATES, max_positions=16),
 }
-# every attention projection and feed-forward Linear of the spatial and temporal transformers
-LORA_TARGETS = tuple(f"*.transformer_blocks.*.{m}" for m in (
-    "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k", "attn2.to_v",
-    "attn2.to_out.0", "ff.net.0.proj", "ff.net.2"))
+# every Linear, Conv2d and Conv3d, as T2V-Turbo adapts the UNet (its unet_lora.pt: 575 layers)
+LORA_TARGETS = ("*",)
 
 
 def check(m, cfg, err):

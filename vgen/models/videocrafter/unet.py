@@ -162,14 +162,18 @@ class TemporalTransformer(nn.Cell):
 
 
 class Blocks(nn.SequentialCell):
-    """lvdm's TimestepEmbedSequential: every layer called as layer(x, emb, context, frames)."""
+    """lvdm's TimestepEmbedSequential: a plain conv is called on x, every other layer as
+    layer(x, emb, context, frames)."""
 
     def __init__(self, layers):
         super().__init__(list(layers))
 
     def construct(self, x, emb, context, frames: int):
         for layer in self.cell_list:
-            x = layer(x, emb, context, frames)
+            if isinstance(layer, Conv2d):
+                x = layer(x)
+            else:
+                x = layer(x, emb, context, frames)
         return x
 
 
@@ -196,7 +200,7 @@ class VC2UNet(nn.Cell):
             return [SpatialTransformer(ch, heads, head_channels, context_dim, groups=g),
                     TemporalTransformer(ch, heads, head_channels, groups=g)]
 
-        blocks, skips, ch, ds = [Blocks([Conv2dLayer(in_channels, model_channels)])], [model_channels], model_channels, 1
+        blocks, skips, ch, ds = [Blocks([Conv2d(in_channels, model_channels, 3, padding=1)])], [model_channels], model_channels, 1
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
                 layers = [ResBlock(ch, emb, mult * model_channels, groups=g)]
@@ -256,16 +260,6 @@ class VC2UNet(nn.Cell):
         for j, block in enumerate(self.output_blocks):
             h = block(ops.cat((h, skips[n - 1 - j]), 1), emb, context, frames)
         return frames_to_video(self.out(h), frames)
-
-
-class Conv2dLayer(Conv2d):
-    """The first 3x3 conv as a block layer (called with the block's arguments)."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(in_channels, out_channels, 3, padding=1)
-
-    def construct(self, x, emb, context, frames: int):
-        return self.conv(x)
 
 
 def build_vc2_unet(preset: str = "vc2", **overrides) -> VC2UNet:
