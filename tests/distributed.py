@@ -70,19 +70,29 @@ def assert_same_weights_but_rare_elements(run, ref, rare=1e-4, lr=1e-3):
                                        err_msg=f"{kind} {n}")
 
 
-def drawn_pretrained(overrides, path):
+def drawn_pretrained(overrides, path, adapters=None):
     """A 'pretrained' file of the family whose zero-initialised weights are drawn too: from a zero
     start only the last conv has a gradient at step 1, and Adam would turn the others' summation
-    noise into steps of its own."""
+    noise into steps of its own. With `adapters` (a path), model.lora's adapters are drawn into
+    that file too (a model.lora.pretrained)."""
     from safetensors.numpy import save_file
 
     from vgen.models.layers.init import materialize, named_params
+    from vgen.models.lora import adapt_family, adapter_names
     from vgen.models.registry import build_family
 
     from conftest import compose
 
-    net = materialize(build_family(compose(overrides).model).net, 0)
+    cfg = compose(overrides)
+    family = build_family(cfg.model)
+    if adapters is not None:
+        adapt_family(family, cfg.model.lora, seed=0)
+    net = materialize(family.net, 0)
     rng = np.random.default_rng(0)
-    save_file({n: q.asnumpy() if q.asnumpy().any() else (rng.standard_normal(q.shape) * 0.05).astype(np.float32)
-               for n, q in named_params(net)}, str(path))
+    arrays = {n: q.asnumpy() if q.asnumpy().any() else (rng.standard_normal(q.shape) * 0.05).astype(np.float32)
+              for n, q in named_params(net)}
+    lora = set(adapter_names(net))
+    save_file({n: a for n, a in arrays.items() if n not in lora}, str(path))
+    if adapters is not None:
+        save_file({n: arrays[n] for n in lora}, str(adapters))
     return path

@@ -36,14 +36,20 @@ def test_tiny_trains_and_resumes_exactly(tmp_path, name):
 def test_zero3_with_recompute_equals_one_process(tmp_path):
     """Both UNets in one msrun job: ZeRO-3 with every block recomputed at 2 workers (one sample per
     rank) against one process with the same global batch of 2: losses, norms, weights, EMA, moments,
-    from 'pretrained' weights whose zero-initialised layers are drawn too."""
+    from 'pretrained' weights whose zero-initialised layers are drawn too. ModelScope trains
+    T2V-Turbo's LoRA (every Linear and Conv adapted, lora_diffusion style) on its frozen base,
+    from drawn adapters (model.lora.pretrained)."""
     from distributed import assert_same_run, assert_same_weights_but_rare_elements, drawn_pretrained, run_scenarios
     from vgen.train.trainer import Trainer
 
     scenarios = []
+    lora = {"ms": ["model.lora.rank=4", "model.lora.style=lora_diffusion",
+                   f"model.lora.pretrained={tmp_path / 'ms_adapters.safetensors'}"]}
     for name, model in FAMILIES.items():
-        base = [*BASE, *model, "schedule.max_steps=2", "schedule.ema_decay=0.9",
-                f"model.pretrained={drawn_pretrained([*BASE, *model], tmp_path / f'{name}.safetensors')}"]
+        overrides = [*BASE, *model, *lora.get(name, ())]
+        pretrained = drawn_pretrained(overrides, tmp_path / f"{name}.safetensors",
+                                      adapters=tmp_path / f"{name}_adapters.safetensors" if name in lora else None)
+        base = [*overrides, "schedule.max_steps=2", "schedule.ema_decay=0.9", f"model.pretrained={pretrained}"]
         Trainer(compose([*base, "schedule.batch_size=2"]), tmp_path / "single" / name).setup().run()
         scenarios.append({"name": name, "overrides": [*base, "schedule.batch_size=1", "parallel.recompute=all"],
                           "zero": 3})
