@@ -13,7 +13,7 @@ from mindspore import Tensor, ops
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from conftest import REPO
+from conftest import LAYOUTS, REPO
 from unet_reference import conv2d, conv3d_time, f32
 from vgen.models.layers.conv import Conv2d, Conv3d
 from vgen.models.layers.init import declare_only, materialize, named_params
@@ -21,8 +21,6 @@ from vgen.models.layers.linear import Linear
 from vgen.models.layers.video_unet import TimeConv
 from vgen.models.lora import (LoRAConv2d, LoRAConv3d, LoRALinear, adapter_names, adapter_params, adapters_disabled,
                               apply_lora, lora_delta, lora_layers, merge_lora, released_order)
-
-LAYOUTS = REPO.parent / "shared" / "reference" / "checkpoint_layouts"
 
 
 def drawn(net, seed=1, scale=0.1):
