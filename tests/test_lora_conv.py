@@ -15,11 +15,11 @@ from safetensors.numpy import load_file, save_file
 
 from conftest import LAYOUTS, REPO
 from unet_reference import conv2d, conv3d_time, f32
-from vgen.models.layers.conv import Conv2d, Conv3d
+from vgen.models.layers.conv import Conv2d
 from vgen.models.layers.init import declare_only, materialize, named_params
 from vgen.models.layers.linear import Linear
 from vgen.models.layers.video_unet import TimeConv
-from vgen.models.lora import (LoRAConv2d, LoRAConv3d, LoRALinear, adapter_names, adapter_params, adapters_disabled,
+from vgen.models.lora import (LoRAConv2d, LoRAConv3d, adapter_names, adapters_disabled,
                               apply_lora, lora_delta, lora_layers, merge_lora, released_order)
 
 
