@@ -55,6 +55,33 @@ def test_iddpm_samplers_give_back_the_data_of_an_oracle(method):
     assert seen[0] == 999 and seen[-1] == 0 and len(seen) == 20
 
 
+def test_leading_ddim_is_lvdms_uniform_schedule():
+    """lvdm's DDIMSampler (make_ddim_timesteps "uniform", ddim_eta 0) written out: timesteps
+    1, 21, .., 981 at 50 steps, alphas_prev[0] = alphas_cumprod[0], x_prev = sqrt(a_prev) x0_hat +
+    sqrt(1 - a_prev) eps; an arbitrary denoiser gives the same chain."""
+    d = IDDPM(1000, "scaled_linear", False, 50, ddim_timesteps="leading")
+    ac = d.tables.alphas_cumprod
+    timesteps, alphas, prev = d.ddim_schedule(50)
+    assert list(timesteps) == list(range(1, 1000, 20))
+    np.testing.assert_allclose(prev, np.concatenate([[ac[0]], ac[timesteps[:-1]]]), rtol=0)
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((4, 4)) * 0.3
+
+    def model(x, t):
+        return np.einsum("oc,bc...->bo...", weights, x) * np.cos(t / 500.0).reshape(-1, 1, 1, 1, 1)
+
+    noise = rng.standard_normal((2, 4, 2, 3, 3)).astype(np.float32)
+    x = noise.astype(np.float64)
+    ts = list(range(0, 1000, 20))
+    for i in reversed(range(len(ts))):
+        t = ts[i] + 1
+        a, a_prev = ac[t], ac[ts[i - 1] + 1] if i > 0 else ac[0]
+        eps = model(x.astype(np.float32), np.full(2, t)).astype(np.float64)
+        x0 = (x - np.sqrt(1 - a) * eps) / np.sqrt(a)
+        x = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps
+    np.testing.assert_allclose(d.sample(model, noise, None, 50, "ddim"), x, rtol=1e-5, atol=1e-5)
+
+
 def test_flow_sampler_is_euler_on_the_shifted_schedule():
     """A constant velocity v moves x by v * (sigma_N - sigma_0) = -v in HunyuanVideo's convention."""
     from vgen.objectives.rectified_flow import RectifiedFlow

@@ -16,6 +16,8 @@ class IDDPMConfig:
     sampling_steps: int = 100  # respaced steps of the sampler
     cfg_scale: float = 7.0
     sampler: str = "iddpm"  # what sample.method=default draws with: iddpm (ancestral) | ddim
+    # DDIM's timesteps: respaced (IDDPM's spacing, OpenSora) | leading (lvdm / diffusers: 1, 1 + T/n, ..)
+    ddim_timesteps: str = "respaced"
 
 
 @dataclass

@@ -225,6 +225,9 @@ def validate(cfg: DictConfig) -> None:
     if d.kind == "synthetic" and d.num_samples < 1:
         err(f"data.num_samples={d.num_samples}: must be >= 1")
 
+    o = cfg.model.get("objective")
+    if o is not None and o.get("kind") == "iddpm" and o.ddim_timesteps not in ("respaced", "leading"):
+        err(f"model.objective.ddim_timesteps={o.ddim_timesteps!r}: expected respaced or leading")
     check_family(cfg, err)
     check_lora(cfg, err)
     check_dpo(cfg, err)

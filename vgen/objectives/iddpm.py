@@ -156,16 +156,22 @@ class IDDPMLoss(nn.Cell):
         return mse + vb
 
 
+DDIM_TIMESTEPS = ("respaced", "leading")
+
+
 class IDDPM:
     """The objective: host-side draws (timesteps, noise) and the in-graph loss."""
 
     fields = ("latent", "noise", "t")  # what its loss cell reads of a batch (besides the denoiser's)
 
     def __init__(self, diffusion_steps: int = 1000, noise_schedule: str = "linear", learn_sigma: bool = True,
-                 sampling_steps: int = 100, cfg_scale: float = 7.0):
+                 sampling_steps: int = 100, cfg_scale: float = 7.0, ddim_timesteps: str = "respaced"):
         if noise_schedule not in NOISE_SCHEDULES:
             raise ValueError(f"model.objective.noise_schedule={noise_schedule!r}: expected one of "
                              f"{sorted(NOISE_SCHEDULES)}")
+        if ddim_timesteps not in DDIM_TIMESTEPS:
+            raise ValueError(f"model.objective.ddim_timesteps={ddim_timesteps!r}: expected one of {DDIM_TIMESTEPS}")
+        self.ddim_timesteps = ddim_timesteps
         betas = NOISE_SCHEDULES[noise_schedule](diffusion_steps)
         self.tables = DiffusionTables(betas)
         self.num_timesteps = diffusion_steps
@@ -199,25 +205,45 @@ class IDDPM:
             last = ac[i]
         return DiffusionTables(np.array(betas)), np.array(kept, np.int32)
 
+    def ddim_schedule(self, steps: int):
+        """(timesteps, alphas_cumprod at each, at the step it moves to), last step first-called.
+        respaced: the IDDPM respacing (OpenSora's DDIM), the chain ends at alpha 1; leading: lvdm's
+        make_ddim_timesteps (uniform) = diffusers' DDIMScheduler "leading" with steps_offset 1,
+        t = 1, 1 + c, .., c = T // steps (50 steps: 1, 21, .., 981), ending at alphas_cumprod[0]
+        (lvdm's ddim_alphas_prev[0]; diffusers' set_alpha_to_one=False)."""
+        ac = self.tables.alphas_cumprod
+        if self.ddim_timesteps == "leading":
+            stride = self.num_timesteps // steps
+            if stride < 1:
+                raise ValueError(f"{steps} DDIM steps exceed the {self.num_timesteps} diffusion steps")
+            timesteps, final = np.arange(steps) * stride + 1, ac[0]
+        else:
+            timesteps, final = self.respaced(steps)[1], 1.0
+        alphas = ac[timesteps]
+        return timesteps.astype(np.int32), alphas, np.concatenate([[final], alphas[:-1]])
+
     def sample(self, model, noise: np.ndarray, rngs, steps: int = None, method: str = "iddpm"):
         """x_0 from noise. `model(x, t)` -> its output (eps, and the variance channels when
         learn_sigma) as numpy, t the original timesteps [B]. iddpm: ancestral sampling with the
         learned-range variance (fixed posterior variance without learn_sigma), fresh noise from
         each sample's generator in `rngs` every step, no clipping of x0 (OpenSora); ddim:
-        deterministic (eta 0)."""
+        deterministic (eta 0) on `ddim_schedule`."""
         if method not in ("iddpm", "ddim"):
             raise ValueError(f"sample.method={method!r}: expected iddpm or ddim")
-        tab, timestep = self.respaced(steps or self.sampling_steps)
         x = noise.astype(np.float64)
         c = noise.shape[1]
+        if method == "ddim":
+            timesteps, alphas, alphas_prev = self.ddim_schedule(steps or self.sampling_steps)
+            for t, a, a_prev in reversed(list(zip(timesteps, alphas, alphas_prev))):
+                eps = np.asarray(model(x.astype(np.float32), np.full(len(x), t, np.int32)), np.float64)[:, :c]
+                x0 = (x - math.sqrt(1.0 - a) * eps) / math.sqrt(a)
+                x = math.sqrt(a_prev) * x0 + math.sqrt(1.0 - a_prev) * eps
+            return x.astype(np.float32)
+        tab, timestep = self.respaced(steps or self.sampling_steps)
         for i in reversed(range(tab.num_timesteps)):
             out = np.asarray(model(x.astype(np.float32), np.full(len(x), timestep[i], np.int32)), np.float64)
             eps = out[:, :c]
             x0 = tab.sqrt_recip_alphas_cumprod[i] * x - tab.sqrt_recipm1_alphas_cumprod[i] * eps
-            if method == "ddim":
-                a_prev = tab.alphas_cumprod[i - 1] if i > 0 else 1.0
-                x = math.sqrt(a_prev) * x0 + math.sqrt(1.0 - a_prev) * eps
-                continue
             mean = tab.posterior_mean_coef1[i] * x0 + tab.posterior_mean_coef2[i] * x
             log_var = tab.posterior_log_variance_clipped[i]
             if self.learn_sigma:

@@ -7,9 +7,10 @@ from ...config.models import IDDPMConfig, ModelConfig, TextEncoderConfig, VAECon
 
 def ms_ddpm() -> IDDPMConfig:
     """Latent diffusion's eps-prediction on the scaled-linear betas (0.00085..0.012, 1000 steps);
-    sampled with DDIM, 50 steps, CFG 9 (diffusers' TextToVideoSDPipeline defaults)."""
+    sampled with DDIM, 50 steps at the scheduler's "leading" timesteps (steps_offset 1: 1, 21, ..,
+    981), CFG 9 (diffusers' TextToVideoSDPipeline defaults)."""
     return IDDPMConfig(noise_schedule="scaled_linear", learn_sigma=False, sampling_steps=50, cfg_scale=9.0,
-                       sampler="ddim")
+                       sampler="ddim", ddim_timesteps="leading")
 
 
 @dataclass

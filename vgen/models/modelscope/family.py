@@ -39,7 +39,8 @@ def build(cfg) -> Family:
                        time_cond_proj_dim=cfg.time_cond_proj_dim)
     vae, o, guided = vae_spec(cfg.vae.name), cfg.objective, bool(cfg.time_cond_proj_dim)
     return Family(name=cfg.name, net=net,
-                  objective=IDDPM(o.diffusion_steps, o.noise_schedule, o.learn_sigma, o.sampling_steps, o.cfg_scale),
+                  objective=IDDPM(o.diffusion_steps, o.noise_schedule, o.learn_sigma, o.sampling_steps, o.cfg_scale,
+                                  o.ddim_timesteps),
                   text=TextSpec(cfg.text_encoder.name, cfg.cross_attention_dim, cfg.text_len, cfg.text_dropout,
                                 drop_to="empty"),
                   latent=LatentSpec(cfg.vae.name, cfg.in_channels, tuple(cfg.input_size), vae.compression, vae.scale,

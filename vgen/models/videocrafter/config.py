@@ -7,10 +7,10 @@ from ...config.models import IDDPMConfig, ModelConfig, TextEncoderConfig, VAECon
 
 def vc2_ddpm() -> IDDPMConfig:
     """lvdm's LatentDiffusion: eps-prediction, betas (linspace(sqrt 0.00085, sqrt 0.012, 1000))^2
-    (diffusers' scaled_linear), a fixed variance; sampled with DDIM (50 steps, CFG 12 as
-    VideoCrafter2's inference scripts)."""
+    (diffusers' scaled_linear), a fixed variance; sampled with DDIM (50 steps at lvdm's uniform
+    timesteps 1, 21, .., 981; CFG 12 as VideoCrafter2's inference scripts)."""
     return IDDPMConfig(noise_schedule="scaled_linear", learn_sigma=False, sampling_steps=50, cfg_scale=12.0,
-                       sampler="ddim")
+                       sampler="ddim", ddim_timesteps="leading")
 
 
 @dataclass
