@@ -177,7 +177,7 @@ class TimestepEmbedding(nn.Cell):
         self.linear_2 = torch_default_linear(time_embed_dim, time_embed_dim)
 
     def construct(self, sample, condition=None):
-        if self.cond_proj is not None:
+        if self.cond_proj is not None and condition is not None:  # none: the teacher's embedding
             sample = sample + self.cond_proj(condition.astype(sample.dtype))
         return self.linear_2(ops.silu(self.linear_1(sample)))
 
@@ -336,8 +336,11 @@ class MSUNet3D(nn.Cell):
 
     def embed(self, timesteps, guidance=None):
         """The time embedding [B, 4 * block_out_channels[0]]; the student adds cond_proj of its
-        guidance scales' embedding (guidance_embedding, as T2V-Turbo's guidance_scale_embedding)."""
-        cond = None if self.guidance_freqs is None else guidance_embedding(guidance, self.guidance_freqs)
+        guidance scales' embedding (guidance_embedding, as T2V-Turbo's guidance_scale_embedding);
+        without a guidance it computes as its teacher (the base the distillation shares)."""
+        cond = None
+        if self.guidance_freqs is not None and guidance is not None:
+            cond = guidance_embedding(guidance, self.guidance_freqs)
         return self.time_embedding(self.time_proj(timesteps), cond)
 
     def construct(self, x, timesteps, context, guidance=None):

@@ -234,9 +234,10 @@ class VC2UNet(nn.Cell):
 
     def embed(self, timesteps, fps, guidance=None):
         """The time embedding [B, 4 * model_channels] of timesteps, fps and the student's guidance
-        scale w (T2V-Turbo's guidance_scale_embedding: a sin-first sinusoid of 1000 w)."""
+        scale w (T2V-Turbo's guidance_scale_embedding: a sin-first sinusoid of 1000 w). Without a
+        guidance the student computes as its teacher (the base the distillation shares)."""
         t = timestep_embedding(timesteps, self.freqs)
-        if self.time_cond_proj is not None:
+        if self.time_cond_proj is not None and guidance is not None:
             w = guidance_embedding(guidance, self.guidance_freqs)
             t = t + self.time_cond_proj(w.astype(t.dtype))
         return self.time_embed(t) + self.fps_embedding(timestep_embedding(fps, self.freqs))
