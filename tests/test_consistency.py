@@ -136,3 +136,36 @@ def test_target_ema_is_the_lcm_update():
     target, online = rng.standard_normal(5), rng.standard_normal(5)
     np.testing.assert_allclose(ema_update(target, online, 0.95), 0.95 * target + 0.05 * online, rtol=1e-12)
     np.testing.assert_array_equal(ema_update(target, online, 0.0), online)  # the official LoRA script's target
+
+
+def test_consistency_schedule_and_sampler_are_t2v_turbos():
+    """set_timesteps(4 / 8, lcm_origin_steps 50), then per step f = c_skip x + c_out x0_hat and,
+    before the next timestep, x = sqrt(a_next) f + sqrt(1 - a_next) z; the last f is returned."""
+    from vgen.objectives.consistency import consistency_sample, consistency_timesteps
+    from vgen.objectives.iddpm import IDDPM
+    from vgen.rng import keyed_rng
+
+    assert list(consistency_timesteps(4)) == [999, 759, 519, 279]
+    assert list(consistency_timesteps(8)) == [999, 879, 759, 639, 519, 399, 279, 159]
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((4, 4)) * 0.3
+
+    def model(x, t):
+        return np.einsum("oc,bc...->bo...", weights, x) * np.cos(t / 700.0).reshape(-1, 1, 1, 1, 1)
+
+    noise = rng.standard_normal((2, 4, 2, 3, 3)).astype(np.float32)
+    x, ts = noise.astype(np.float64), [999, 759, 519, 279]
+    fresh = [keyed_rng(s, 0, 0, "sampler_noise") for s in (0, 1)]
+    for i, t in enumerate(ts):
+        eps = model(x.astype(np.float32), np.full(2, t)).astype(np.float64)
+        c_skip = 0.25 / ((10 * t) ** 2 + 0.25)
+        c_out = 10 * t / np.sqrt((10 * t) ** 2 + 0.25)
+        f = c_skip * x + c_out * (x - np.sqrt(1 - AC[t]) * eps) / np.sqrt(AC[t])
+        if i < 3:
+            z = np.stack([r.standard_normal(x.shape[1:]) for r in fresh])
+            x = np.sqrt(AC[ts[i + 1]]) * f + np.sqrt(1 - AC[ts[i + 1]]) * z
+    rngs = [keyed_rng(s, 0, 0, "sampler_noise") for s in (0, 1)]
+    np.testing.assert_allclose(consistency_sample(AC, model, noise, rngs, 4), f, rtol=1e-5, atol=1e-5)
+    d = IDDPM(1000, "scaled_linear", False)
+    rngs = [keyed_rng(s, 0, 0, "sampler_noise") for s in (0, 1)]
+    np.testing.assert_allclose(d.sample(model, noise, rngs, None, "lcm"), f, rtol=1e-5, atol=1e-5)

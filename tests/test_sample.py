@@ -203,6 +203,20 @@ def test_an_autoencoder_family_is_refused():
         Sampler(build_family(cfg.model), cfg.model, cfg.sample)
 
 
+def test_lcm_sampling_is_for_a_consistency_student_at_4_steps_without_cfg():
+    from vgen.models.registry import build_family
+    from vgen.sample.sampler import Sampler
+
+    cfg = compose(["model=vc2_tiny", "sample.method=lcm"])
+    with pytest.raises(ConfigError, match="embeds its guidance"):
+        Sampler(build_family(cfg.model), cfg.model, cfg.sample, jit=False)
+    cfg = compose(["model=vc2_tiny", "model.time_cond_proj_dim=16", "sample.method=lcm"])
+    sampler = Sampler(build_family(cfg.model), cfg.model, cfg.sample, jit=False)
+    assert (sampler.steps, sampler.cfg_scale, sampler.method) == (4, 1.0, "lcm")
+    cfg = compose(["model=vc2_tiny", "model.time_cond_proj_dim=16", "sample.method=lcm", "sample.steps=8"])
+    assert Sampler(build_family(cfg.model), cfg.model, cfg.sample, jit=False).steps == 8
+
+
 # ---- end to end: a tiny checkpoint of every family -> videos ---------------------------------------------
 
 PROMPTS = ["a red circle moving left on a black background", "a blue square moving up on a white background"]

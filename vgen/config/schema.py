@@ -164,7 +164,7 @@ class SampleConfig:
     cfg_scale: Optional[float] = None  # classifier-free guidance; default: model.objective.cfg_scale; 1: off
     shift: Optional[float] = None  # flow families: the schedule's shift; default: model.objective.sample_shift
     guidance: Optional[float] = None  # embedded guidance (HunyuanVideo guidance_embed); default: model.train_guidance
-    method: str = "default"  # IDDPM families: iddpm (ancestral) | ddim; default: iddpm
+    method: str = "default"  # IDDPM families: iddpm (ancestral) | ddim | lcm (a consistency student); default: the model's
     num_frames: Optional[int] = None  # pixel frames; default: those of model.input_size's latent frames
     resolution: Optional[List[int]] = None  # (h, w) pixels; default: model.input_size's latent size in pixels
     fps: float = 24.0  # of the written videos (and the fps conditioning of families that take one)

@@ -118,7 +118,7 @@ def check_dpo(cfg: DictConfig, err) -> None:
             f"loss is defined here for flow-matching families (HunyuanVideo, Step-Video)")
 
 
-SAMPLE_METHODS = ("default", "iddpm", "ddim")
+SAMPLE_METHODS = ("default", "iddpm", "ddim", "lcm")
 
 
 def check_sample(cfg: DictConfig, err) -> None:
@@ -130,7 +130,7 @@ def check_sample(cfg: DictConfig, err) -> None:
     if s.method not in SAMPLE_METHODS:
         err(f"sample.method={s.method!r}: expected one of {list(SAMPLE_METHODS)}")
     elif s.method != "default" and kind != "iddpm":
-        err(f"sample.method={s.method}: IDDPM families choose iddpm or ddim; {cfg.model.name} samples with its "
+        err(f"sample.method={s.method}: IDDPM families choose iddpm, ddim or lcm; {cfg.model.name} samples with its "
             f"Euler flow (leave sample.method=default)")
     if s.shift is not None and kind != "rectified_flow":
         err(f"sample.shift={s.shift}: the shift of a flow schedule; {cfg.model.name} is not a flow model")

@@ -155,10 +155,42 @@ class ConsistencyDistillation:
         return ConsistencyLoss(net, self.alphas_cumprod, denoise, self.huber_c)
 
 
+def consistency_timesteps(steps: int, origin_steps: int = 50, total: int = 1000) -> np.ndarray:
+    """T2V-Turbo's inference schedule (its scheduler's set_timesteps): every (origin // steps)-th
+    solver timestep from the top, e.g. 4 steps: 999, 759, 519, 279; 8 steps: 999, 879, .., 159."""
+    origin = np.arange(1, origin_steps + 1) * (total // origin_steps) - 1
+    skipping = len(origin) // steps
+    if skipping < 1:
+        raise ValueError(f"{steps} consistency steps exceed the {origin_steps} solver steps")
+    return origin[::-skipping][:steps].astype(np.int32)
+
+
+def consistency_sample(alphas_cumprod: np.ndarray, model, noise: np.ndarray, rngs, steps: int = 4,
+                       origin_steps: int = 50, timestep_scaling: float = 10.0) -> np.ndarray:
+    """Multistep consistency sampling (T2V-Turbo's scheduler step, eta 0): at each timestep the
+    student's f(x, t) = c_skip x + c_out x0_hat; before the next one it is noised again to that
+    timestep with fresh noise from each sample's generator in `rngs`; the last f is the result.
+    `model(x, t)` -> eps (numpy), the guidance embedded by the model itself."""
+    ac = np.asarray(alphas_cumprod, np.float64)
+    timesteps = consistency_timesteps(steps, origin_steps, len(ac))
+    x = noise.astype(np.float64)
+    c = noise.shape[1]
+    denoised = x
+    for i, t in enumerate(timesteps):
+        eps = np.asarray(model(x.astype(np.float32), np.full(len(x), t, np.int32)), np.float64)[:, :c]
+        c_skip, c_out = boundary_scalings(float(t), timestep_scaling=timestep_scaling)
+        denoised = c_skip * x + c_out * (x - np.sqrt(1.0 - ac[t]) * eps) / np.sqrt(ac[t])
+        if i + 1 < len(timesteps):
+            a_next = ac[timesteps[i + 1]]
+            fresh = np.stack([r.standard_normal(x.shape[1:]) for r in rngs])
+            x = np.sqrt(a_next) * denoised + np.sqrt(1.0 - a_next) * fresh
+    return denoised.astype(np.float32)
+
+
 def ema_update(target: np.ndarray, online: np.ndarray, decay: float) -> np.ndarray:
     """The target network's EMA step (LCM's update_ema): decay * target + (1 - decay) * online."""
     return decay * target + (1.0 - decay) * online
 
 
 __all__ = ["DDIMSolver", "boundary_scalings", "ConsistencyDistillation", "TeacherStep", "TargetPrediction",
-           "ConsistencyLoss", "ema_update"]
+           "ConsistencyLoss", "consistency_timesteps", "consistency_sample", "ema_update"]

@@ -157,6 +157,7 @@ class IDDPMLoss(nn.Cell):
 
 
 DDIM_TIMESTEPS = ("respaced", "leading")
+SAMPLE_METHODS = ("iddpm", "ddim", "lcm")
 
 
 class IDDPM:
@@ -227,9 +228,14 @@ class IDDPM:
         learn_sigma) as numpy, t the original timesteps [B]. iddpm: ancestral sampling with the
         learned-range variance (fixed posterior variance without learn_sigma), fresh noise from
         each sample's generator in `rngs` every step, no clipping of x0 (OpenSora); ddim:
-        deterministic (eta 0) on `ddim_schedule`."""
-        if method not in ("iddpm", "ddim"):
-            raise ValueError(f"sample.method={method!r}: expected iddpm or ddim")
+        deterministic (eta 0) on `ddim_schedule`; lcm: multistep consistency sampling of a
+        distilled student (objectives/consistency.py)."""
+        if method not in SAMPLE_METHODS:
+            raise ValueError(f"sample.method={method!r}: expected one of {SAMPLE_METHODS}")
+        if method == "lcm":  # a consistency-distilled student (T2V-Turbo): 4 steps unless told
+            from .consistency import consistency_sample
+
+            return consistency_sample(self.tables.alphas_cumprod, model, noise, rngs, steps or 4)
         x = noise.astype(np.float64)
         c = noise.shape[1]
         if method == "ddim":

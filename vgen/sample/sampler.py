@@ -11,6 +11,7 @@ from mindspore import Tensor
 
 from ..config.validate import ConfigError
 from ..models.family import resolve
+from ..objectives.iddpm import SAMPLE_METHODS
 from ..rng import keyed_rng
 from .geometry import sample_geometry
 from .guidance import GuidedModel
@@ -25,14 +26,21 @@ class Sampler:
         o = model_cfg.objective
         self.kind = o.kind
         self.geometry = sample_geometry(sample_cfg, family.latent)
-        self.steps = int(sample_cfg.steps or o.sampling_steps)
-        self.cfg_scale = float(o.cfg_scale if sample_cfg.cfg_scale is None else sample_cfg.cfg_scale)
         self.method = o.get("sampler", "iddpm") if sample_cfg.method == "default" else sample_cfg.method
+        # a consistency student: 4 steps, its guidance embedded (no classifier-free guidance) unless told
+        lcm = self.method == "lcm"
+        self.steps = int(sample_cfg.steps or (4 if lcm else o.sampling_steps))
+        default_cfg = 1.0 if lcm else o.cfg_scale
+        self.cfg_scale = float(default_cfg if sample_cfg.cfg_scale is None else sample_cfg.cfg_scale)
         self.shift = None
         if self.kind == "rectified_flow":
             self.shift = float(o.sample_shift if sample_cfg.shift is None else sample_cfg.shift)
-        elif self.method not in ("iddpm", "ddim"):
-            raise ConfigError(f"sample.method={sample_cfg.method!r}: IDDPM families sample with iddpm or ddim")
+        elif self.method not in SAMPLE_METHODS:
+            raise ConfigError(f"sample.method={sample_cfg.method!r}: IDDPM families sample with one of "
+                              f"{list(SAMPLE_METHODS)} (lcm: a consistency-distilled student)")
+        elif lcm and "guidance" not in family.fields:
+            raise ConfigError(f"sample.method=lcm samples a consistency-distilled student, which embeds its "
+                              f"guidance; model {model_cfg.name} has none (e.g. model=vc2_turbo or ms_turbo)")
         self.teacache = float(sample_cfg.get("teacache", 0.0) or 0.0)
         runner = None
         if self.teacache > 0:
