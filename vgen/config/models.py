@@ -7,6 +7,10 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 
+IDDPM_SAMPLERS = ("iddpm", "ddim", "lcm")  # lcm: a consistency-distilled student (objectives/consistency.py)
+DDIM_TIMESTEPS = ("respaced", "leading")
+
+
 @dataclass
 class IDDPMConfig:
     kind: str = "iddpm"
@@ -15,7 +19,7 @@ class IDDPMConfig:
     learn_sigma: bool = True  # learned-range variance trained by the VLB term
     sampling_steps: int = 100  # respaced steps of the sampler
     cfg_scale: float = 7.0
-    sampler: str = "iddpm"  # what sample.method=default draws with: iddpm (ancestral) | ddim
+    sampler: str = "iddpm"  # what sample.method=default draws with: one of IDDPM_SAMPLERS
     # DDIM's timesteps: respaced (IDDPM's spacing, OpenSora) | leading (lvdm / diffusers: 1, 1 + T/n, ..)
     ddim_timesteps: str = "respaced"
 

@@ -5,7 +5,7 @@ from typing import Dict, List
 
 from omegaconf import DictConfig
 
-from .models import LORA_STYLES
+from .models import DDIM_TIMESTEPS, IDDPM_SAMPLERS, LORA_STYLES
 
 
 class ConfigError(ValueError):
@@ -118,7 +118,7 @@ def check_dpo(cfg: DictConfig, err) -> None:
             f"loss is defined here for flow-matching families (HunyuanVideo, Step-Video)")
 
 
-SAMPLE_METHODS = ("default", "iddpm", "ddim", "lcm")
+SAMPLE_METHODS = ("default", *IDDPM_SAMPLERS)
 
 
 def check_sample(cfg: DictConfig, err) -> None:
@@ -226,8 +226,8 @@ def validate(cfg: DictConfig) -> None:
         err(f"data.num_samples={d.num_samples}: must be >= 1")
 
     o = cfg.model.get("objective")
-    if o is not None and o.get("kind") == "iddpm" and o.ddim_timesteps not in ("respaced", "leading"):
-        err(f"model.objective.ddim_timesteps={o.ddim_timesteps!r}: expected respaced or leading")
+    if o is not None and o.get("kind") == "iddpm" and o.ddim_timesteps not in DDIM_TIMESTEPS:
+        err(f"model.objective.ddim_timesteps={o.ddim_timesteps!r}: expected one of {list(DDIM_TIMESTEPS)}")
     check_family(cfg, err)
     check_lora(cfg, err)
     check_dpo(cfg, err)

@@ -129,8 +129,9 @@ class LoRAConv3d(_LoRAConv, Conv3d):
 
 def lora_layer(base, rank: int, alpha: float, dropout: float, style: str):
     """The LoRA layer for a Linear / Conv2d / Conv3d. It computes as the plain layer does (+ the
-    update): a subclass's own construct is not kept, so layers with one are not adapted targets
-    (the UNets' convs are plain; VC2's first conv is called by its Blocks like any conv)."""
+    update): a subclass's own construct is not kept, so adapt only layers that compute as their
+    base class (every Linear and conv of the UNets does; VC2's first conv is called by its Blocks
+    like any conv)."""
     if isinstance(base, Linear):
         return LoRALinear(base, rank, alpha, dropout, style)
     cls = LoRAConv3d if isinstance(base, Conv3d) else LoRAConv2d

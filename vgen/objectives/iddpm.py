@@ -8,6 +8,7 @@ import math
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from ..config.models import DDIM_TIMESTEPS, IDDPM_SAMPLERS
 from .denoise import plain_denoise
 
 LOG2 = math.log(2.0)
@@ -156,10 +157,6 @@ class IDDPMLoss(nn.Cell):
         return mse + vb
 
 
-DDIM_TIMESTEPS = ("respaced", "leading")
-SAMPLE_METHODS = ("iddpm", "ddim", "lcm")
-
-
 class IDDPM:
     """The objective: host-side draws (timesteps, noise) and the in-graph loss."""
 
@@ -230,8 +227,8 @@ class IDDPM:
         each sample's generator in `rngs` every step, no clipping of x0 (OpenSora); ddim:
         deterministic (eta 0) on `ddim_schedule`; lcm: multistep consistency sampling of a
         distilled student (objectives/consistency.py)."""
-        if method not in SAMPLE_METHODS:
-            raise ValueError(f"sample.method={method!r}: expected one of {SAMPLE_METHODS}")
+        if method not in IDDPM_SAMPLERS:
+            raise ValueError(f"sample.method={method!r}: expected one of {IDDPM_SAMPLERS}")
         if method == "lcm":  # a consistency-distilled student (T2V-Turbo): 4 steps unless told
             from .consistency import consistency_sample
 

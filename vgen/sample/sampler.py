@@ -9,9 +9,9 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor
 
+from ..config.models import IDDPM_SAMPLERS
 from ..config.validate import ConfigError
 from ..models.family import resolve
-from ..objectives.iddpm import SAMPLE_METHODS
 from ..rng import keyed_rng
 from .geometry import sample_geometry
 from .guidance import GuidedModel
@@ -35,9 +35,9 @@ class Sampler:
         self.shift = None
         if self.kind == "rectified_flow":
             self.shift = float(o.sample_shift if sample_cfg.shift is None else sample_cfg.shift)
-        elif self.method not in SAMPLE_METHODS:
+        elif self.method not in IDDPM_SAMPLERS:
             raise ConfigError(f"sample.method={sample_cfg.method!r}: IDDPM families sample with one of "
-                              f"{list(SAMPLE_METHODS)} (lcm: a consistency-distilled student)")
+                              f"{list(IDDPM_SAMPLERS)} (lcm: a consistency-distilled student)")
         elif lcm and "guidance" not in family.fields:
             raise ConfigError(f"sample.method=lcm samples a consistency-distilled student, which embeds its "
                               f"guidance; model {model_cfg.name} has none (e.g. model=vc2_turbo or ms_turbo)")
