@@ -7,7 +7,7 @@
 
 `model` is a conf/model name. A released file is a list of [up, down] per adapted layer in module
 order (`vgen.models.lora.released_order`; at full size it is the released files' order, entry for
-entry: tests/test_lora_files.py). The model is built declared only (no weights allocated), the
+entry: tests/test_lora_conv.py). The model is built declared only (no weights allocated), the
 family's LoRA targets adapted (--targets overrides) at the file's rank, and every entry's shape is
 checked before anything is written.
 
