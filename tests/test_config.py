@@ -53,6 +53,13 @@ def test_unknown_or_mistyped_keys_fail_fast_naming_the_key(override, names):
     (["data.holdout=-1"], "data.holdout"),
     (["data.num_samples=4", "data.holdout=4", "schedule.val_every=5"], "data.holdout"),
     (["data.holdout=2", "schedule.val_every=5", "schedule.val_levels=[0.5,1.5]"], "schedule.val_levels"),
+    (["distill.enabled=true"], "distill.enabled"),  # OpenSora learns its variance, and embeds no guidance
+    (["model=vc2_tiny", "model.lora.rank=4", "distill.enabled=true"], "time_cond_proj_dim"),
+    (["model=vc2_tiny", "model.time_cond_proj_dim=16", "distill.enabled=true"], "model.pretrained"),
+    (["model=ms_tiny", "model.time_cond_proj_dim=16", "model.lora.rank=4", "distill.enabled=true",
+      "distill.target=ema"], "schedule.ema_decay"),
+    (["model=ms_tiny", "model.time_cond_proj_dim=16", "model.lora.rank=4", "distill.enabled=true",
+      "distill.w_min=0"], "distill.w_min"),
 ])
 def test_impossible_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

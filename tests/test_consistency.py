@@ -95,7 +95,7 @@ def test_teacher_target_and_loss_match_the_formulas(student):
     with adapters_disabled(student):
         eps_c = eps_of(student, x_s, s, b, guided=False)
         eps_u = eps_of(student, x_s, s, b, guided=False, context="text_emb_uncond")
-        x_prev = cd.teacher_step(student, denoise).construct(tensors(b)).asnumpy()
+        x_prev = cd.teacher_step(student, denoise, ("text_emb", "fps")).construct(tensors(b)).asnumpy()
     w = bcast(b["cfg_w"])
     x0_w = x0_hat(x_s, eps_c, s) + w * (x0_hat(x_s, eps_c, s) - x0_hat(x_s, eps_u, s))
     eps_w = eps_c + w * (eps_c - eps_u)

@@ -152,6 +152,24 @@ class DPOConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Consistency distillation (objectives/consistency.py, T2V-Turbo): the model trained is the
+    student, the guidance scale embedded (a model with time_cond_proj_dim); the teacher is its base
+    with the LoRA adapters off (or, without LoRA, a frozen copy of model.pretrained)."""
+
+    enabled: bool = False
+    solver_steps: int = 50  # DDIM solver steps over the training timesteps
+    skip: Optional[int] = None  # the end timestep is s - skip; default: diffusion steps // solver_steps (20)
+    w_min: float = 5.0  # the guidance scale w ~ U[w_min, w_max], embedded by the student
+    w_max: float = 15.0
+    huber_c: float = 0.001  # pseudo-Huber loss constant
+    timestep_scaling: float = 10.0  # of the boundary scalings c_skip / c_out
+    # online: the student's own weights under no gradient (train_t2v_turbo_v1_lora.py);
+    # ema: their EMA at schedule.ema_decay (LCM's target network, decay 0.95)
+    target: str = "online"
+
+
+@dataclass
 class SampleConfig:
     """vgen-sample, and validation videos during training (schedule.val_every). Unset values come
     from the model group (its objective's sampling_steps, cfg_scale, sample_shift; its input_size)."""
@@ -184,6 +202,7 @@ class TrainConfig:
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     seed: int = 42
     run_dir: Optional[str] = None  # default: <runs_root>/<experiment or model-data>/<overrides>

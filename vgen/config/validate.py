@@ -118,6 +118,43 @@ def check_dpo(cfg: DictConfig, err) -> None:
             f"loss is defined here for flow-matching families (HunyuanVideo, Step-Video)")
 
 
+DISTILL_TARGETS = ("online", "ema")
+
+
+def check_distill(cfg: DictConfig, err) -> None:
+    o = cfg.get("distill")
+    if o is None or not o.enabled:
+        return
+    m, obj = cfg.model, cfg.model.get("objective") or {}
+    if obj.get("kind") != "iddpm" or obj.get("learn_sigma", True):
+        err(f"distill.enabled: consistency distillation needs an eps-prediction diffusion model (VideoCrafter2, "
+            f"ModelScope); model {m.name} trains with {obj.get('kind')}"
+            f"{' and a learned variance' if obj.get('kind') == 'iddpm' else ''}")
+    if not m.get("time_cond_proj_dim"):
+        err(f"distill.enabled: the student embeds the guidance scale; model {m.name} has no guidance embedding "
+            "(use model=vc2_turbo or model=ms_turbo, or set model.time_cond_proj_dim=256)")
+    if o.solver_steps < 1 or (obj.get("diffusion_steps") and o.solver_steps > obj.diffusion_steps):
+        err(f"distill.solver_steps={o.solver_steps}: must be in [1, model.objective.diffusion_steps]")
+    if o.skip is not None and o.skip < 1:
+        err(f"distill.skip={o.skip}: must be >= 1")
+    if not 0 < o.w_min <= o.w_max:
+        err(f"distill.w_min={o.w_min}, distill.w_max={o.w_max}: need 0 < w_min <= w_max")
+    if o.huber_c <= 0:
+        err(f"distill.huber_c={o.huber_c}: must be > 0")
+    if o.target not in DISTILL_TARGETS:
+        err(f"distill.target={o.target!r}: expected one of {list(DISTILL_TARGETS)}")
+    elif o.target == "ema" and cfg.schedule.ema_decay <= 0:
+        err("distill.target=ema distils towards the EMA of the student: set schedule.ema_decay (LCM: 0.95)")
+    if m.lora.rank < 1 and not m.get("pretrained"):
+        err("distill.enabled without LoRA: the teacher is a frozen copy of model.pretrained; set model.pretrained "
+            "(or train adapters with model.lora.rank > 0, the teacher then being their base)")
+    if cfg.get("dpo") is not None and cfg.dpo.enabled:
+        err("distill.enabled with dpo.enabled: one objective per stage; run them as separate stages")
+    if cfg.data.get("holdout", 0):
+        err("data.holdout with distill.enabled: the distillation loss needs the teacher's step, which validation "
+            "does not run; leave data.holdout=0 (validation videos with sample.method=lcm work)")
+
+
 SAMPLE_METHODS = ("default", *IDDPM_SAMPLERS)
 
 
@@ -231,6 +268,7 @@ def validate(cfg: DictConfig) -> None:
     check_family(cfg, err)
     check_lora(cfg, err)
     check_dpo(cfg, err)
+    check_distill(cfg, err)
     check_sample(cfg, err)
     check_validation(cfg, err)
 

@@ -208,6 +208,9 @@ class Family:
     # (net, x_t, t, batch) -> prediction: the denoiser called on the named fields of a batch
     denoise: Callable = None
     fields: Tuple[str, ...] = ()  # the batch fields `denoise` reads (besides x_t, t)
+    # a guidance-embedding student's denoiser without the embedding: how its teacher, the base it
+    # is distilled from, is called (distill.enabled)
+    unguided_denoise: Callable = None
     # (rngs, latent_shape) -> the family's own random fields (e.g. frame masks), drawn with the others
     draw: Callable = None
     # (batch) -> the family's deterministic host-side fields (e.g. dtypes, guidance), after encoding

@@ -74,20 +74,23 @@ class TeacherStep(_Tables):
     """x_t [B, ...] from the batch's latent, noise, t_start, solver_index, cfg_w, text_emb and
     text_emb_uncond: the teacher's CFG (LCM form) DDIM step. Run it with the adapters off."""
 
-    def __init__(self, net, alphas_cumprod, solver: DDIMSolver, denoise=plain_denoise, uncond_fields=("text_emb",)):
+    def __init__(self, net, alphas_cumprod, solver: DDIMSolver, denoise=plain_denoise, uncond_fields=("text_emb",),
+                 fields=("text_emb",)):
+        """`fields`: what `denoise` reads of a batch; `uncond_fields`: those of them that have an
+        unconditional version (`<field>_uncond`)."""
         super().__init__(net, alphas_cumprod, denoise)
         self.sqrt_a_prev = Tensor(np.sqrt(solver.alphas_prev).astype(np.float32))
         self.sqrt_1ma_prev = Tensor(np.sqrt(1.0 - solver.alphas_prev).astype(np.float32))
-        self.uncond_fields = tuple(uncond_fields)
+        self.uncond_fields, self.fields = tuple(uncond_fields), tuple(fields)
 
     def construct(self, batch):
         x0, noise, s, n = batch["latent"], batch["noise"], batch["t_start"], batch["solver_index"]
         nd = x0.ndim
         x_s = _at(self.sqrt_a, s, nd) * x0 + _at(self.sqrt_1ma, s, nd) * noise
-        eps_c = self.eps_of(x_s, s, batch)
-        uncond = dict(batch)
-        for key in self.uncond_fields:
-            uncond[key] = batch[key + "_uncond"]
+        # new dicts of the denoiser's fields (a copy of the whole batch loses its shapes in a graph)
+        cond = {k: batch[k] for k in self.fields}
+        uncond = {k: batch[k + "_uncond"] if k in self.uncond_fields else batch[k] for k in self.fields}
+        eps_c = self.eps_of(x_s, s, cond)
         eps_u = self.eps_of(x_s, s, uncond)
         w = batch["cfg_w"].reshape((-1,) + (1,) * (nd - 1))
         x0_c, x0_u = self.x0_hat(x_s, eps_c, s), self.x0_hat(x_s, eps_u, s)
@@ -120,16 +123,28 @@ class ConsistencyLoss(_Tables):
 
 
 class ConsistencyDistillation:
-    """The objective's host side: the draws and the per-sample scalings, keyed per sample."""
+    """The objective's host side: the draws and the per-sample scalings, keyed per sample. The
+    student's loss cell reads `target`, the teacher's step and the target's prediction computed
+    before it (vgen/train/distill.py); `fields` are what those three read of a batch, and the
+    unconditional text (`<field>_uncond`, the empty prompt's) of each of `text_fields`."""
 
-    def __init__(self, alphas_cumprod: np.ndarray, solver_steps: int = 50, skip: int = 20, w_min: float = 5.0,
-                 w_max: float = 15.0, huber_c: float = 0.001, timestep_scaling: float = 10.0):
+    streams = ("guidance",)  # drawn besides the timestep and noise streams
+    uncond_text = True  # the batches carry the empty prompt's text for the teacher's CFG
+
+    def __init__(self, alphas_cumprod: np.ndarray, solver_steps: int = 50, skip: int = None, w_min: float = 5.0,
+                 w_max: float = 15.0, huber_c: float = 0.001, timestep_scaling: float = 10.0,
+                 text_fields=("text_emb",), base=None):
         if not 0 < w_min <= w_max:
             raise ValueError(f"guidance range [{w_min}, {w_max}]: need 0 < w_min <= w_max")
         self.alphas_cumprod = np.asarray(alphas_cumprod, np.float64)
         self.solver = DDIMSolver(self.alphas_cumprod, solver_steps)
-        self.skip, self.w_min, self.w_max = int(skip), float(w_min), float(w_max)
+        self.skip = self.solver.step_ratio if skip is None else int(skip)  # official: T // N
+        self.w_min, self.w_max = float(w_min), float(w_max)
         self.huber_c, self.timestep_scaling = float(huber_c), float(timestep_scaling)
+        self.text_fields = tuple(text_fields)
+        self.base = base  # the diffusion objective distilled: its sampler draws the student's videos (lcm)
+        self.fields = ("latent", "noise", "solver_index", "t_start", "t_end", "cfg_w", "c_skip_start", "c_out_start",
+                       "c_skip_end", "c_out_end", *(f + "_uncond" for f in self.text_fields))
 
     def draw(self, rngs, latent_shape, step: int = 0) -> dict:
         """Per sample (its own generators): the solver index, its start and end timesteps, the
@@ -145,13 +160,16 @@ class ConsistencyDistillation:
             out[f"c_skip_{key}"], out[f"c_out_{key}"] = c_skip.astype(np.float32), c_out.astype(np.float32)
         return out
 
-    def teacher_step(self, net, denoise=plain_denoise, uncond_fields=("text_emb",)) -> TeacherStep:
-        return TeacherStep(net, self.alphas_cumprod, self.solver, denoise, uncond_fields)
+    def teacher_step(self, net, denoise=plain_denoise, fields=("text_emb",)) -> TeacherStep:
+        """The teacher's step on `net` called by `denoise`, which reads `fields` of a batch."""
+        return TeacherStep(net, self.alphas_cumprod, self.solver, denoise, self.text_fields, fields)
 
     def target_cell(self, net, denoise=plain_denoise) -> TargetPrediction:
         return TargetPrediction(net, self.alphas_cumprod, denoise)
 
-    def loss_cell(self, net, denoise=plain_denoise) -> ConsistencyLoss:
+    def loss_cell(self, net, denoise=plain_denoise, frame_masked: bool = False) -> ConsistencyLoss:
+        if frame_masked:
+            raise ValueError("consistency distillation trains every frame: the family's frame masks have no place in it")
         return ConsistencyLoss(net, self.alphas_cumprod, denoise, self.huber_c)
 
 

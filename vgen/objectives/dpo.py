@@ -68,6 +68,7 @@ class FlowDPO:
         if beta <= 0:
             raise ValueError(f"dpo.beta={beta}: must be > 0")
         self.flow, self.beta = flow, float(beta)
+        self.base = flow  # the objective that samples
 
     def draw(self, rngs, latent_shape, step: int = 0):
         return self.flow.draw(rngs, latent_shape, step)

@@ -70,7 +70,7 @@ class Sampler:
         """The model-space latents [B, C, T, h, w] of B prompts' inputs, one seed each."""
         model = self.model.condition(cond, uncond)
         noise = self.noise(seeds)
-        objective = getattr(self.family.objective, "flow", self.family.objective)  # a DPO stage's flow
+        objective = getattr(self.family.objective, "base", self.family.objective)  # a DPO / distillation stage's
         if self.kind == "iddpm":
             rngs = [keyed_rng(int(s), 0, 0, "sampler_noise") for s in seeds]
             return objective.sample(model, noise, rngs, self.steps, self.method)

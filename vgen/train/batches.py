@@ -66,23 +66,33 @@ class StepBatchBuilder:
                 log.warning("skipping bad sample: %s", e)
         raise DataError(f"{MAX_REPLACEMENTS} bad samples in a row at step {step}: the data set is mostly unreadable")
 
+    def _empty_text(self, needed_by: str) -> dict:
+        if not hasattr(self.dataset, "empty_text"):
+            raise DataError(f"{needed_by} the empty prompt's embedding, which the data set does not provide: build "
+                            "the text cache with vgen-cache text (it writes text/empty.npz)")
+        return self.dataset.empty_text()
+
     def _drop_to_empty(self, batch):
         """Dropped captions become the empty prompt's embedding (families without a null caption)."""
         if not batch["text_drop"].any():
             return
-        if not hasattr(self.dataset, "empty_text"):
-            raise DataError("this model drops captions to the empty prompt's embedding, which the data set "
-                            "does not provide: build the text cache with vgen-cache text (it writes text/empty.npz)")
-        empty = self.dataset.empty_text()
-        for key, value in empty.items():
+        for key, value in self._empty_text("this model drops captions to").items():
             if key in batch:
                 batch[key][batch["text_drop"]] = value
+
+    def _add_uncond_text(self, batch):
+        """`<key>_uncond`: the empty prompt's text (or caption, with online text) for every sample,
+        the unconditional side of an objective's classifier-free guidance."""
+        n = len(batch["text_drop"])
+        for key, value in self._empty_text("the distillation teacher's guidance needs").items():
+            batch[key + "_uncond"] = [value] * n if isinstance(value, str) else np.stack([np.asarray(value)] * n)
 
     def draw(self, step: int, positions, batch) -> dict:
         """Every random draw of a micro-batch (besides the data set's own reading: clip windows and
         latent sampling, keyed the same way), from generators keyed by (seed, step, sample, stream)."""
         family = self.family
-        streams = ["timestep", "noise", "text_drop", "vae_noise", "vae_noise_rejected", *family.spec.streams]
+        streams = ["timestep", "noise", "text_drop", "vae_noise", "vae_noise_rejected",
+                   *getattr(family.objective, "streams", ()), *family.spec.streams]
         rngs = sample_rngs(self.seed, step, positions, streams)
         out = {}
         if "latent" in batch:
@@ -113,6 +123,8 @@ class StepBatchBuilder:
             batch.update(self.draw(step, positions, batch))
             if self.family.text.drop_to == "empty":
                 self._drop_to_empty(batch)
+            if getattr(self.family.objective, "uncond_text", False):
+                self._add_uncond_text(batch)
             out.micro.append(MicroBatch(batch, positions, skipped))
         return out
 

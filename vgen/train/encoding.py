@@ -29,9 +29,10 @@ class OnlineEncoders:
                 s = self.latent_spec
                 batch["latent" + suffix] = ((mean.asnumpy() + std.asnumpy() * batch["vae_noise" + suffix])
                                             - s.shift) * s.scale
-        if "caption" in batch and "text_emb" not in batch:
-            # dropped captions arrive as "" (the data set's empty_text): encoded like text/empty.npz
-            out = self.text_encoders(list(batch["caption"]), batch.get("is_image"))
-            out["text_mask"] = out["text_mask"].astype(np.int32)
-            batch.update(out)
+        for suffix in ("", "_uncond"):  # the unconditional (empty) captions of a distillation teacher too
+            if "caption" + suffix in batch and "text_emb" + suffix not in batch:
+                # dropped captions arrive as "" (the data set's empty_text): encoded like text/empty.npz
+                out = self.text_encoders(list(batch["caption" + suffix]), batch.get("is_image" + suffix))
+                out["text_mask"] = out["text_mask"].astype(np.int32)
+                batch.update({k + suffix: v for k, v in out.items()})
         return batch

@@ -27,6 +27,7 @@ from ..parallel.plan import parallelize, sharded_names
 from ..runtime import setup_device
 from . import checkpoint as ckpt_io
 from .flat_params import make_buckets
+from .distill import Distillation, distillation_objective
 from .lr import lr_at
 from .metrics import MetricsLog
 from .pipeline import DataPipeline
@@ -66,6 +67,8 @@ class Trainer:
         self.family = family = build_family(cfg.model)
         if cfg.dpo.enabled:  # a preference stage on the family's flow matching
             family.objective = FlowDPO(family.objective, cfg.dpo.beta)
+        if cfg.distill.enabled:  # a consistency student of the family's diffusion model
+            family.objective = distillation_objective(family, cfg)
         net = family.net
         self.resume_from = self._checkpoint_to_resume()
         reader = ckpt_io.CheckpointReader(self.resume_from) if self.resume_from else None
@@ -117,6 +120,8 @@ class Trainer:
                                  beta2=s.beta2, eps=s.eps, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
                                  loss_scaling=self.policy.loss_scaling, jit=cfg.jit)
         self.reference = build_reference(cfg, family, self.mesh, self._cast_model) if cfg.dpo.enabled else None
+        self.distillation = (Distillation(cfg, family, self.mesh, self.buckets, self.sync, self._cast_model)
+                             if cfg.distill.enabled else None)
         self.validation = None
         if s.val_every > 0:
             from .validation import Validation
@@ -168,10 +173,13 @@ class Trainer:
         return lr_at(update, s.lr, s.warmup_steps, s.lr_schedule, s.decay_steps or s.max_steps, s.min_lr)
 
     def _inputs(self, micro) -> dict:
-        """The loss cell's named inputs; in a preference stage with the reference's errors."""
+        """The loss cell's named inputs; in a preference stage with the reference's errors, in a
+        distillation stage with the teacher's step and the target's prediction."""
         inputs = self.data.inputs(micro)
         if self.reference is not None:
             inputs["ref_error"] = self.reference(inputs)
+        if self.distillation is not None:
+            inputs = self.distillation(inputs)
         return inputs
 
     def run(self) -> dict:

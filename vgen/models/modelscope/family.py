@@ -20,8 +20,11 @@ def denoise_guided(net, x_t, t, b):
 
 
 def guidance_field(guidance: float):
-    """The student's embedded guidance scale (sample.guidance when sampling)."""
+    """The student's embedded guidance scale (sample.guidance when sampling), unless the batch drew
+    one (distillation)."""
     def prepare(batch):
+        if "guidance" in batch:
+            return {}
         return {"guidance": np.full(batch["text_emb"].shape[0], guidance, np.float32)}
 
     return prepare
@@ -46,5 +49,6 @@ def build(cfg) -> Family:
                   latent=LatentSpec(cfg.vae.name, cfg.in_channels, tuple(cfg.input_size), vae.compression, vae.scale,
                                     vae.shift),
                   spec=FAMILY, denoise=denoise_guided if guided else denoise,
+                  unguided_denoise=denoise if guided else None,
                   fields=("text_emb", "guidance") if guided else ("text_emb",),
                   prepare=guidance_field(cfg.train_guidance) if guided else None)

@@ -24,11 +24,11 @@ def denoise_guided(net, x_t, t, b):
 
 def prepare_fields(guidance: float = None):
     """The clip's fps (lvdm's default 16 when the data has none) and, for the student, the guidance
-    scale it embeds (sample.guidance when sampling)."""
+    scale it embeds (sample.guidance when sampling) unless the batch drew one (distillation)."""
     def prepare(batch):
         b = batch["text_emb"].shape[0]
         out = {"fps": np.asarray(batch.get("fps", np.full(b, 16.0)), np.float32)}
-        if guidance is not None:
+        if guidance is not None and "guidance" not in batch:
             out["guidance"] = np.full(b, guidance, np.float32)
         return out
 
@@ -51,5 +51,6 @@ def build(cfg) -> Family:
                   latent=LatentSpec(cfg.vae.name, cfg.in_channels, tuple(cfg.input_size), vae.compression, vae.scale,
                                     vae.shift),
                   spec=FAMILY, denoise=denoise_guided if guided else denoise,
+                  unguided_denoise=denoise if guided else None,
                   fields=FIELDS + (("guidance",) if guided else ()),
                   prepare=prepare_fields(cfg.train_guidance if guided else None))

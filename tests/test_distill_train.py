@@ -1,0 +1,100 @@
+"""A consistency distillation stage under the trainer (distill.enabled; vgen/train/distill.py): the
+teacher's step is the base's (an independently built net without adapters), the target's
+prediction is that of a net holding the EMA weights, the net gets its master weights back after,
+and a stage trains and resumes exactly. (The loss terms against their formulas: test_consistency.py.)"""
+import numpy as np
+import pytest
+
+from conftest import TINY_MODEL, compose, read_metrics
+
+STUDENT = ["model=vc2_tiny", "model.input_size=[2,8,8]", "model.channel_mult=[1,2]", "model.attention_resolutions=[1]",
+           "model.time_cond_proj_dim=16", "model.lora.rank=4", "model.lora.style=lora_diffusion"]
+BASE = [*TINY_MODEL[2:], *STUDENT, "data=synthetic", "data.num_samples=8", "data.text_dropout=0", "schedule.lr=1e-3",
+        "schedule.warmup_steps=0", "schedule.ckpt_every=2", "schedule.batch_size=2", "jit=false", "distill.enabled=true"]
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    """'Pretrained' base and adapters whose zero-initialised weights are drawn too (a zero output
+    conv would make every eps 0 and the loss vanish)."""
+    from distributed import drawn_pretrained
+
+    folder = tmp_path_factory.mktemp("distill_weights")
+    adapters = folder / "adapters.safetensors"
+    base = drawn_pretrained(BASE, folder / "base.safetensors", adapters=adapters)
+    return [f"model.pretrained={base}", f"model.lora.pretrained={adapters}"]
+
+
+def net_with(overrides, arrays):
+    """A freshly built family net (with or without adapters) holding `arrays` by name."""
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from vgen.models.layers.init import materialize, named_params
+    from vgen.models.lora import adapt_family
+    from vgen.models.registry import build_family
+
+    cfg = compose(overrides)
+    family = build_family(cfg.model)
+    if cfg.model.lora.rank > 0:
+        adapt_family(family, cfg.model.lora, seed=0)
+    materialize(family.net, 0)
+    for name, p in named_params(family.net):
+        p.set_data(Tensor(arrays[name]).astype(ms.float32))
+    family.net.set_train(True)
+    return family
+
+
+def test_teacher_is_the_base_and_target_the_ema_weights(tmp_path, drawn):
+    from mindspore import Tensor
+    from safetensors.numpy import load_file
+
+    from vgen.models.layers.init import named_params
+    from vgen.train.distill import distillation_objective
+    from vgen.train.trainer import Trainer
+
+    overrides = [*BASE, *drawn, "distill.target=ema", "schedule.ema_decay=0.95"]
+    trainer = Trainer(compose(overrides), tmp_path).setup()
+    rng = np.random.default_rng(0)
+    for b in trainer.buckets:  # an EMA apart from the weights, as after some steps
+        b.ema.set_data(Tensor(b.master.asnumpy() + 0.05 * rng.standard_normal(b.local_size).astype(np.float32)))
+    before = {n: q.asnumpy() for n, q in named_params(trainer.family.net)}
+    inputs = trainer.data.inputs(trainer.data.batches.build(0).micro[0])
+    out = trainer.distillation(dict(inputs))
+    after = {n: q.asnumpy() for n, q in named_params(trainer.family.net)}
+    assert all(np.array_equal(before[n], after[n]) for n in before)  # the masters are back
+
+    base = load_file(drawn[0].split("=", 1)[1])
+    teacher = net_with([o for o in overrides if not o.startswith("model.lora")], base)  # no adapters at all
+    objective = distillation_objective(teacher, compose(overrides))
+    cell = objective.teacher_step(teacher.net, teacher.unguided_denoise, ("text_emb", "fps"))
+    np.testing.assert_allclose(out["x_prev"].asnumpy(), cell(inputs).asnumpy(), rtol=1e-5, atol=1e-6)
+
+    ema = {n: a for b in trainer.buckets for n, a in b.full_arrays("ema").items()}
+    target = net_with(overrides, {**before, **ema})
+    want = objective.target_cell(target.net, target.denoise)({**inputs, "x_prev": out["x_prev"]}).asnumpy()
+    np.testing.assert_allclose(out["target"].asnumpy(), want, rtol=1e-5, atol=1e-6)
+    online = objective.target_cell(trainer.family.net, trainer.family.denoise)({**inputs, "x_prev": out["x_prev"]})
+    assert np.abs(online.asnumpy() - want).max() > 1e-4  # the EMA weights made a difference
+
+
+@pytest.mark.slow
+def test_distillation_stage_trains_and_resumes_exactly(tmp_path, drawn):
+    from safetensors.numpy import load_file
+
+    from vgen.train.checkpoint import find_latest
+    from vgen.train.trainer import Trainer
+
+    base = [*BASE, *drawn, "distill.target=ema", "schedule.ema_decay=0.95"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    Trainer(compose([*base, "schedule.max_steps=3"]), whole).setup().run()
+    Trainer(compose([*base, "schedule.max_steps=2"]), part).setup().run()
+    Trainer(compose([*base, "schedule.max_steps=3"]), part).setup().run()
+    want = [m["loss"] for m in read_metrics(whole)]
+    assert len(want) == 3 and all(np.isfinite(want)) and min(want) > 0
+    np.testing.assert_allclose([m["loss"] for m in read_metrics(part)], want, rtol=1e-6)
+    for name in ("model.safetensors", "ema.safetensors"):  # the adapters (and the fixed buffers)
+        a, b = (load_file(find_latest(r / "checkpoints") / name) for r in (whole, part))
+        assert sorted(a) == sorted(b) and any("lora" in n for n in a)
+        for n in a:
+            np.testing.assert_allclose(a[n], b[n], rtol=1e-6, atol=1e-7)

@@ -1,0 +1,76 @@
+"""The teacher and the target of a consistency distillation stage (distill.enabled;
+objectives/consistency.py): per micro-batch, before the student's step, two forward-only compiled
+calls add the student's loss inputs to the batch:
+
+  x_prev  the teacher's CFG DDIM step from the noised latent: the training net itself with every
+          LoRA adapter skipped and no guidance embedding (the base the student started from, at
+          no memory cost), or without LoRA a frozen copy of model.pretrained (reference.py);
+  target  f(x_prev, t_end) of the target weights: the student's own under no gradient (online),
+          or their EMA (schedule.ema_decay), written into the net for the call and the masters
+          written back after.
+
+Both run on the parallelized net, so ZeRO-3 gathers and SP seams apply to them as to the student."""
+import logging
+from contextlib import contextmanager, nullcontext
+
+import mindspore as ms
+
+from ..models.lora import adapters_disabled
+from ..objectives.consistency import ConsistencyDistillation
+from .reference import frozen_copy
+
+log = logging.getLogger("vgen")
+TEXT_FIELDS = ("text_emb", "text_mask", "text_pooled")
+
+
+def distillation_objective(family, cfg) -> ConsistencyDistillation:
+    """The family's diffusion schedule distilled as cfg.distill says, CFG over its text fields."""
+    d, base = cfg.distill, family.objective
+    if family.unguided_denoise is None:
+        raise ValueError(f"distill.enabled: model {cfg.model.name} embeds no guidance scale (model.time_cond_proj_dim)")
+    return ConsistencyDistillation(base.tables.alphas_cumprod, d.solver_steps, d.skip, d.w_min, d.w_max, d.huber_c,
+                                   d.timestep_scaling, [f for f in TEXT_FIELDS if f in family.fields], base)
+
+
+class Distillation:
+    def __init__(self, cfg, family, mesh, buckets, sync, cast):
+        obj, wrap = family.objective, (ms.jit if cfg.jit else (lambda f: f))
+        self.lora = cfg.model.lora.rank > 0
+        teacher_net = family.net if self.lora else frozen_copy(cfg, mesh, cast).net
+        self.teacher_cell = obj.teacher_step(teacher_net, family.unguided_denoise,
+                                             [f for f in family.fields if f != "guidance"])
+        self.target_cell = obj.target_cell(family.net, family.denoise)
+        self.net, self.buckets, self.sync = family.net, buckets, sync
+        self.ema_target = cfg.distill.target == "ema"
+        self._teacher, self._target = wrap(self._teacher_step), wrap(self._target_prediction)
+        if mesh.is_main:
+            log.info("consistency distillation: %d solver steps (skip %d), w ~ U[%g, %g], teacher %s, target %s",
+                     len(obj.solver.timesteps), obj.skip, obj.w_min, obj.w_max,
+                     "the base (adapters off)" if self.lora else "a frozen copy of model.pretrained",
+                     f"EMA {cfg.schedule.ema_decay:g}" if self.ema_target else "the online student")
+
+    def _teacher_step(self, batch):
+        return self.teacher_cell(batch)
+
+    def _target_prediction(self, batch):
+        return self.target_cell(batch)
+
+    @contextmanager
+    def _target_weights(self):
+        """The net holds the EMA weights inside the block, its masters after."""
+        for b in self.buckets:
+            b.write_params("ema", self.sync.gather)
+        try:
+            yield
+        finally:
+            for b in self.buckets:
+                b.write_params("master", self.sync.gather)
+
+    def __call__(self, inputs: dict) -> dict:
+        # each graph is only ever compiled and run in its own setting of the adapters
+        with adapters_disabled(self.net) if self.lora else nullcontext():
+            x_prev = self._teacher(ms.mutable(inputs))
+        inputs = {**inputs, "x_prev": x_prev}
+        with self._target_weights() if self.ema_target else nullcontext():
+            target = self._target(ms.mutable(inputs))
+        return {**inputs, "target": target}
