@@ -82,29 +82,26 @@ def params_np(net):
 _erf = np.vectorize(math.erf)
 
 
-def np_reference(P, ids, cfg, skip_last=1, gelu="erf"):
-    """lvdm encode_with_transformer: token + positional embedding, open_clip ResidualAttentionBlocks
-    (pre-LN; nn.MultiheadAttention with in_proj rows q, k, v and the -inf-above-diagonal mask of
-    build_attention_mask), stopping `skip_last` blocks before the end, then ln_final."""
-    w, heads, layers = cfg["width"], cfg["heads"], cfg["layers"]
-    d = w // heads
-    b, n = ids.shape
+def np_ln(P, x, pre):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + 1e-5) * P[pre + ".weight"] + P[pre + ".bias"]
 
-    def ln(x, pre):
-        mu = x.mean(-1, keepdims=True)
-        var = ((x - mu) ** 2).mean(-1, keepdims=True)
-        return (x - mu) / np.sqrt(var + 1e-5) * P[pre + ".weight"] + P[pre + ".bias"]
+
+def np_blocks(P, x, prefix, blocks, heads, mask=0.0, gelu="erf"):
+    """open_clip ResidualAttentionBlocks `prefix`{i} for i < blocks on x [B, N, W]: pre-LN;
+    nn.MultiheadAttention with in_proj rows q, k, v and the additive `mask`."""
+    b, n, w = x.shape
+    d = w // heads
 
     def act(x):
         if gelu == "erf":
             return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
         return x / (1.0 + np.exp(-1.702 * x))  # quick_gelu, to show the test tells them apart
 
-    mask = np.triu(np.full((n, n), -np.inf), 1)
-    x = P["token_embedding.weight"][ids] + P["positional_embedding"][:n]
-    for i in range(layers - skip_last):
-        pre = f"transformer.resblocks.{i}."
-        h = ln(x, pre + "ln_1")
+    for i in range(blocks):
+        pre = f"{prefix}{i}."
+        h = np_ln(P, x, pre + "ln_1")
         qkv = h @ P[pre + "attn.in_proj_weight"].T + P[pre + "attn.in_proj_bias"]
         q, k, v = (t.reshape(b, n, heads, d).transpose(0, 2, 1, 3) for t in np.split(qkv, 3, axis=-1))
         logits = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d) + mask
@@ -112,10 +109,20 @@ def np_reference(P, ids, cfg, skip_last=1, gelu="erf"):
         a = (e / e.sum(-1, keepdims=True)) @ v
         a = a.transpose(0, 2, 1, 3).reshape(b, n, w)
         x = x + a @ P[pre + "attn.out_proj.weight"].T + P[pre + "attn.out_proj.bias"]
-        h = ln(x, pre + "ln_2")
-        h = act(h @ P[pre + "mlp.c_fc.weight"].T + P[pre + "mlp.c_fc.bias"])
+        h = act(np_ln(P, x, pre + "ln_2") @ P[pre + "mlp.c_fc.weight"].T + P[pre + "mlp.c_fc.bias"])
         x = x + h @ P[pre + "mlp.c_proj.weight"].T + P[pre + "mlp.c_proj.bias"]
-    return ln(x, "ln_final")
+    return x
+
+
+def np_reference(P, ids, cfg, skip_last=1, gelu="erf"):
+    """lvdm encode_with_transformer: token + positional embedding, the blocks under the
+    -inf-above-diagonal mask of build_attention_mask, stopping `skip_last` blocks before the end,
+    then ln_final."""
+    n = ids.shape[1]
+    mask = np.triu(np.full((n, n), -np.inf), 1)
+    x = P["token_embedding.weight"][ids] + P["positional_embedding"][:n]
+    x = np_blocks(P, x, "transformer.resblocks.", cfg["layers"] - skip_last, cfg["heads"], mask, gelu)
+    return np_ln(P, x, "ln_final")
 
 
 def token_batch(cfg, seed=0):

@@ -133,7 +133,9 @@ class OpenCLIPTextEncoder(nn.Cell):
     [B, N, width] in fp32: ln_final of the output of block L-1-layer_idx (penultimate: the 23rd of 24)."""
 
     def __init__(self, width: int, heads: int, layers: int, context_length: int = 77, vocab_size: int = 49408,
-                 mlp_ratio: float = 4.0, layer: str = "penultimate"):
+                 mlp_ratio: float = 4.0, layer: str = "penultimate", visual: nn.Cell = None, embed_dim: int = None):
+        """`visual`: the whole CLIP model (its vision tower, registered where CLIP's state dict has
+        it); `embed_dim`: the width of the text projection (default: width)."""
         super().__init__()
         if layer not in LAYERS:
             raise ValueError(f"layer {layer!r}: one of {sorted(LAYERS)} (FrozenOpenCLIPEmbedder.LAYERS)")
@@ -143,8 +145,10 @@ class OpenCLIPTextEncoder(nn.Cell):
         self.num_blocks = layers - LAYERS[layer]
         # CLIP's own parameters first (state-dict order), then its children
         self.positional_embedding = new_param((context_length, width), normal(0.01))
-        self.text_projection = new_param((width, width), normal(width ** -0.5))  # embed_dim = width for ViT-H-14
+        self.text_projection = new_param((width, embed_dim or width), normal(width ** -0.5))  # ViT-H-14: = width
         self.logit_scale = new_param((), constant(lambda: math.log(1 / 0.07)))
+        if visual is not None:
+            self.visual = visual
         self.transformer = Transformer(width, layers, heads, mlp_ratio)
         self.token_embedding = Embedding(vocab_size, width, std=0.02)
         self.ln_final = LayerNorm(width, 1e-5)
@@ -156,6 +160,20 @@ class OpenCLIPTextEncoder(nn.Cell):
         x = self.token_embedding(input_ids) + self.positional_embedding[:n][None]
         bias = causal_key_bias(ops.ones((1, n), ms.float32), n)  # future keys only, as build_attention_mask
         return self.ln_final(self.transformer(x, bias, self.num_blocks)).astype(ms.float32)
+
+    def text_features(self, input_ids):
+        """CLIP's encode_text(normalize=True) [B, embed_dim]: the end-of-text token's state (the
+        highest id, as text.argmax finds it) through text_projection, unit length. Use with
+        layer="last" (every block)."""
+        x = self.construct(input_ids)
+        eot = ops.argmax(input_ids, -1)
+        pooled = ops.gather_elements(x, 1, eot.reshape(-1, 1, 1).broadcast_to((x.shape[0], 1, x.shape[2])))[:, 0]
+        return unit(ops.matmul(pooled, self.text_projection.astype(ms.float32)))
+
+
+def unit(x):
+    """F.normalize(x, dim=-1): x / max(|x|, 1e-12)."""
+    return x / ops.maximum(ops.sqrt((x * x).sum(-1, keepdims=True)), 1e-12)
 
 
 class OpenCLIPTokenizer(CLIPTokenizer):
