@@ -98,3 +98,58 @@ def test_distillation_stage_trains_and_resumes_exactly(tmp_path, drawn):
         assert sorted(a) == sorted(b) and any("lora" in n for n in a)
         for n in a:
             np.testing.assert_allclose(a[n], b[n], rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def clip_tokenizer(tmp_path_factory):
+    from tiny_tokenizers import write_clip_tokenizer
+    from vgen.data.synthetic import CAPTION_WORDS
+
+    return str(write_clip_tokenizer(tmp_path_factory.mktemp("hps_tok") / "tokenizer.json", CAPTION_WORDS))
+
+
+def test_image_reward_term_is_minus_the_scaled_mean_hps_score(tmp_path, drawn, clip_tokenizer):
+    """The loss with distill.image_reward minus the loss without it is -scale * the mean HPS score of
+    the chosen frames of the chosen sample of f(x_s, s), decoded by the VAE (built on its own here);
+    its gradient reaches the adapters through the decoder."""
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from vgen.models.encoders import build_vae
+    from vgen.models.layers.init import named_params
+    from vgen.models.rewards.hps import ImageTextScore
+    from vgen.objectives.consistency import ConsistencyLoss, _at
+    from vgen.train.trainer import Trainer
+
+    overrides = [*BASE, *drawn, "distill.image_reward.model=hpsv2.1-tiny", f"distill.image_reward.tokenizer={clip_tokenizer}",
+                 "distill.image_reward.frames=2", "distill.image_reward.scale=3.0"]
+    trainer = Trainer(compose(overrides), tmp_path).setup()
+    family, obj = trainer.family, trainer.family.objective
+    micro = trainer.data.batches.build(0).micro[0]
+    inputs = trainer._inputs(micro)
+    with_reward = family.make_loss_cell()(inputs).asnumpy()
+    plain = ConsistencyLoss(family.net, obj.alphas_cumprod, family.denoise, obj.huber_c)
+    without = plain(inputs).asnumpy()
+
+    samples, frames = (inputs[f"image_reward_{k}"].asnumpy() for k in ("samples", "frames"))
+    assert len(samples) == 1 and len(frames) == 2 and len(set(frames)) == 2 and frames.max() < 2
+    again = trainer.data.batches.build(0).micro[0].batch  # the same draws for the same step
+    assert np.array_equal(again["image_reward_frames"], frames) and np.array_equal(again["image_reward_samples"], samples)
+    x0, s = inputs["latent"], inputs["t_start"]
+    x_s = _at(plain.sqrt_a, s, 5) * x0 + _at(plain.sqrt_1ma, s, 5) * inputs["noise"]
+    pred = plain.consistency(x_s, s, inputs, inputs["c_skip_start"], inputs["c_out_start"]).asnumpy()
+    spec = family.latent
+    z = pred[samples][:, :, frames] / spec.scale + spec.shift
+    video = build_vae(compose(overrides).model.vae, 0).decode_video(Tensor(z.astype(np.float32))).asnumpy()
+    images = video.transpose(0, 2, 1, 3, 4).reshape(-1, video.shape[1], *video.shape[3:])
+    reward = obj.rewards[0]
+    text = reward.text_features([micro.batch["caption"][i] for i in samples for _ in frames])
+    score = ImageTextScore(reward.score.clip)(Tensor(images), Tensor(text), inputs["image_reward_rows"],
+                                              inputs["image_reward_cols"]).asnumpy()
+    np.testing.assert_allclose(with_reward - without, -3.0 * score.mean(), rtol=1e-4, atol=1e-6)
+
+    obj.distill_weight = 0.0  # the reward term alone: its gradient reaches the adapters
+    reward_only = family.make_loss_cell()
+    params = [p for _, p in named_params(family.net) if p.requires_grad]
+    grads = ms.grad(lambda b: reward_only(b).mean(), grad_position=None, weights=params)(inputs)
+    assert sum(float(np.abs(g.asnumpy()).sum()) for g in grads) > 0

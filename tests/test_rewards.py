@@ -61,7 +61,7 @@ def test_tiny_hps_score_matches_numpy():
     from vgen.models.rewards.clip_vision import VISION_CONFIGS
 
     with declare_only():
-        net = build_hps("tiny")
+        net = build_hps("hpsv2.1-tiny")
     randomize(materialize(net, 0), 3)
     P = params_np(net)
     cfg_text = open_clip_text_config("tiny")

@@ -9,7 +9,8 @@ import numpy as np
 
 CORE_STREAMS = {"timestep": 1, "noise": 2, "text_drop": 3, "latent": 4, "frames": 5, "data": 7, "vae_noise": 8,
                 "vae_noise_rejected": 9, "sampler_noise": 10,  # sampler_noise: ancestral sampling's fresh noise
-                "guidance": 11}  # the guidance scale a consistency distillation draws per sample
+                "guidance": 11,  # the guidance scale a consistency distillation draws per sample
+                "reward": 12}  # which decoded frames (and samples, crops) a reward scores
 VALIDATION_STEP = 2 ** 31 - 1  # the step key of validation's draws: no training step reaches it
 
 

@@ -46,6 +46,7 @@ class VAEConfig:
 
 
 LORA_STYLES = ("peft", "lora_diffusion")
+IMAGE_REWARDS = ("hpsv2.1", "hpsv2.1-tiny")  # distill.image_reward.model (vgen/models/rewards/hps.py)
 
 
 @dataclass

@@ -152,6 +152,19 @@ class DPOConfig:
 
 
 @dataclass
+class RewardConfig:
+    """One reward term of a distillation stage (objectives/rewards.py); off while `model` is empty."""
+
+    model: str = ""  # image: hpsv2.1 | hpsv2.1-tiny (tests, CPU runs: seeded weights)
+    path: Optional[str] = None  # its weights, converted to safetensors (tools/convert_weights.py)
+    tokenizer: Optional[str] = None  # its tokenizer files; default: model.text_encoder.tokenizer
+    scale: float = 1.0  # the term is -scale * mean reward
+    frames: int = 5  # frames scored per sample
+    samples: int = 1  # image reward: samples of the micro-batch scored (the video reward scores all)
+    ranks: List[int] = field(default_factory=list)  # the ranks that compute it (official: image 0-5, video 6-7); []: all
+
+
+@dataclass
 class DistillConfig:
     """Consistency distillation (objectives/consistency.py, T2V-Turbo): the model trained is the
     student, the guidance scale embedded (a model with time_cond_proj_dim); the teacher is its base
@@ -167,6 +180,8 @@ class DistillConfig:
     # online: the student's own weights under no gradient (train_t2v_turbo_v1_lora.py);
     # ema: their EMA at schedule.ema_decay (LCM's target network, decay 0.95)
     target: str = "online"
+    ranks: List[int] = field(default_factory=list)  # the ranks whose loss has the consistency term; []: all
+    image_reward: RewardConfig = field(default_factory=RewardConfig)  # T2V-Turbo: HPSv2.1, x1.0, 5 frames of 1 sample
 
 
 @dataclass

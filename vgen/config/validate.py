@@ -5,7 +5,7 @@ from typing import Dict, List
 
 from omegaconf import DictConfig
 
-from .models import DDIM_TIMESTEPS, IDDPM_SAMPLERS, LORA_STYLES
+from .models import DDIM_TIMESTEPS, IDDPM_SAMPLERS, IMAGE_REWARDS, LORA_STYLES
 
 
 class ConfigError(ValueError):
@@ -150,6 +150,28 @@ def check_distill(cfg: DictConfig, err) -> None:
             "(or train adapters with model.lora.rank > 0, the teacher then being their base)")
     if cfg.get("dpo") is not None and cfg.dpo.enabled:
         err("distill.enabled with dpo.enabled: one objective per stage; run them as separate stages")
+    workers = cfg.parallel.workers
+    bad = [r for r in o.ranks if not 0 <= r < workers]
+    if bad:
+        err(f"distill.ranks={list(o.ranks)}: ranks {bad} are not in [0, parallel.workers={workers})")
+    check_reward(o.image_reward, "distill.image_reward", IMAGE_REWARDS, workers, err)
+
+
+def check_reward(r, key: str, models, workers: int, err) -> None:
+    if not r.model:
+        return
+    if r.model not in models:
+        err(f"{key}.model={r.model!r}: expected one of {list(models)} (or empty: no reward)")
+    elif not r.path and not r.model.endswith("-tiny"):
+        err(f"{key}.path: {r.model} needs its weights (the official file converted with tools/convert_weights.py)")
+    if r.scale <= 0:
+        err(f"{key}.scale={r.scale}: must be > 0 (leave {key}.model empty for no reward)")
+    for name in ("frames", "samples"):
+        if r[name] < 1:
+            err(f"{key}.{name}={r[name]}: must be >= 1")
+    bad = [k for k in r.ranks if not 0 <= k < workers]
+    if bad:
+        err(f"{key}.ranks={list(r.ranks)}: ranks {bad} are not in [0, parallel.workers={workers})")
     if cfg.data.get("holdout", 0):
         err("data.holdout with distill.enabled: the distillation loss needs the teacher's step, which validation "
             "does not run; leave data.holdout=0 (validation videos with sample.method=lcm work)")

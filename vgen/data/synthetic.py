@@ -1,10 +1,14 @@
 """Deterministic in-memory latents and text embeddings shaped by the model's specs.
 
 Sample i is a pure function of (seed, i): low-frequency latent patterns (so a model can learn
-them and the loss goes down) and text embeddings with a random number of valid tokens."""
+them and the loss goes down), text embeddings with a random number of valid tokens, and a caption
+of a few words of CAPTION_WORDS (what reward models score frames against)."""
 import numpy as np
 
 from ..rng import keyed_rng
+
+CAPTION_WORDS = ("a", "red", "blue", "green", "fox", "cat", "car", "boat", "runs", "jumps", "floats", "drives",
+                 "over", "under", "the", "hill", "river", "city", "at", "night")
 
 
 class SyntheticDataset:
@@ -34,6 +38,7 @@ class SyntheticDataset:
         sample = {"latent": latent, "text_emb": text, "text_mask": mask}
         if self.pooled_dim:
             sample["text_pooled"] = g.standard_normal(self.pooled_shape, dtype=np.float32)
+        sample["caption"] = " ".join(g.choice(CAPTION_WORDS, int(g.integers(3, 8))))  # drawn last: the rest stays
         return sample
 
     def empty_text(self) -> dict:

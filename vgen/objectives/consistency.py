@@ -107,11 +107,15 @@ class TargetPrediction(_Tables):
 
 
 class ConsistencyLoss(_Tables):
-    """Per-sample pseudo-Huber distance [B] of the student's f(x_s, s) to the batch's `target`."""
+    """Per-sample pseudo-Huber distance [B] of the student's f(x_s, s) to the batch's `target`
+    (times `distill_weight`: 0 on ranks that only score rewards), plus the reward terms of f
+    (objectives/rewards.py; each a scalar, added to every sample's loss)."""
 
-    def __init__(self, net, alphas_cumprod, denoise=plain_denoise, huber_c: float = 0.001):
+    def __init__(self, net, alphas_cumprod, denoise=plain_denoise, huber_c: float = 0.001, terms=(),
+                 distill_weight: float = 1.0):
         super().__init__(net, alphas_cumprod, denoise)
-        self.huber_c = float(huber_c)
+        self.huber_c, self.distill_weight = float(huber_c), float(distill_weight)
+        self.terms = nn.CellList(list(terms))
 
     def construct(self, batch):
         x0, noise, s = batch["latent"], batch["noise"], batch["t_start"]
@@ -119,7 +123,10 @@ class ConsistencyLoss(_Tables):
         pred = self.consistency(x_s, s, batch, batch["c_skip_start"], batch["c_out_start"])
         d = pred - batch["target"]
         loss = ops.sqrt(d * d + self.huber_c ** 2) - self.huber_c
-        return loss.reshape(loss.shape[0], -1).mean(-1)
+        loss = loss.reshape(loss.shape[0], -1).mean(-1) * self.distill_weight
+        for term in self.terms:
+            loss = loss + term(pred, batch)
+        return loss
 
 
 class ConsistencyDistillation:
@@ -128,12 +135,13 @@ class ConsistencyDistillation:
     before it (vgen/train/distill.py); `fields` are what those three read of a batch, and the
     unconditional text (`<field>_uncond`, the empty prompt's) of each of `text_fields`."""
 
-    streams = ("guidance",)  # drawn besides the timestep and noise streams
     uncond_text = True  # the batches carry the empty prompt's text for the teacher's CFG
 
     def __init__(self, alphas_cumprod: np.ndarray, solver_steps: int = 50, skip: int = None, w_min: float = 5.0,
                  w_max: float = 15.0, huber_c: float = 0.001, timestep_scaling: float = 10.0,
-                 text_fields=("text_emb",), base=None):
+                 text_fields=("text_emb",), base=None, rewards=(), decoder=None, distill_weight: float = 1.0):
+        """`rewards`: FrameReward terms on the student's prediction, decoded by `decoder`;
+        `distill_weight`: of the consistency term (0 where a rank only scores rewards)."""
         if not 0 < w_min <= w_max:
             raise ValueError(f"guidance range [{w_min}, {w_max}]: need 0 < w_min <= w_max")
         self.alphas_cumprod = np.asarray(alphas_cumprod, np.float64)
@@ -143,8 +151,11 @@ class ConsistencyDistillation:
         self.huber_c, self.timestep_scaling = float(huber_c), float(timestep_scaling)
         self.text_fields = tuple(text_fields)
         self.base = base  # the diffusion objective distilled: its sampler draws the student's videos (lcm)
+        self.rewards, self.decoder, self.distill_weight = list(rewards), decoder, float(distill_weight)
+        self.streams = ("guidance",) + (("reward",) if self.rewards else ())  # besides timestep and noise
         self.fields = ("latent", "noise", "solver_index", "t_start", "t_end", "cfg_w", "c_skip_start", "c_out_start",
-                       "c_skip_end", "c_out_end", *(f + "_uncond" for f in self.text_fields))
+                       "c_skip_end", "c_out_end", *(f + "_uncond" for f in self.text_fields),
+                       *(f for r in self.rewards for f in r.fields))
 
     def draw(self, rngs, latent_shape, step: int = 0) -> dict:
         """Per sample (its own generators): the solver index, its start and end timesteps, the
@@ -158,6 +169,15 @@ class ConsistencyDistillation:
         for key, t in (("start", start), ("end", end)):
             c_skip, c_out = boundary_scalings(t.astype(np.float64), timestep_scaling=self.timestep_scaling)
             out[f"c_skip_{key}"], out[f"c_out_{key}"] = c_skip.astype(np.float32), c_out.astype(np.float32)
+        for reward in self.rewards:
+            out.update(reward.draw(rngs, latent_shape))
+        return out
+
+    def prepare(self, batch) -> dict:
+        """Host-side fields after encoding: the rewards' text features of the captions."""
+        out = {}
+        for reward in self.rewards:
+            out.update(reward.prepare(batch))
         return out
 
     def teacher_step(self, net, denoise=plain_denoise, fields=("text_emb",)) -> TeacherStep:
@@ -170,7 +190,8 @@ class ConsistencyDistillation:
     def loss_cell(self, net, denoise=plain_denoise, frame_masked: bool = False) -> ConsistencyLoss:
         if frame_masked:
             raise ValueError("consistency distillation trains every frame: the family's frame masks have no place in it")
-        return ConsistencyLoss(net, self.alphas_cumprod, denoise, self.huber_c)
+        return ConsistencyLoss(net, self.alphas_cumprod, denoise, self.huber_c,
+                               [r.term(self.decoder) for r in self.rewards], self.distill_weight)
 
 
 def consistency_timesteps(steps: int, origin_steps: int = 50, total: int = 1000) -> np.ndarray:

@@ -23,13 +23,60 @@ log = logging.getLogger("vgen")
 TEXT_FIELDS = ("text_emb", "text_mask", "text_pooled")
 
 
-def distillation_objective(family, cfg) -> ConsistencyDistillation:
-    """The family's diffusion schedule distilled as cfg.distill says, CFG over its text fields."""
+def on_rank(ranks, rank: int) -> bool:
+    return not ranks or rank in ranks
+
+
+class RewardText:
+    """Captions -> the reward model's unit text features [B, D] (numpy), one compiled call."""
+
+    def __init__(self, clip, tokenizer, jit: bool):
+        self.tokenizer = tokenizer
+
+        def features(ids):
+            return clip.text_features(ids)
+
+        self.run = ms.jit(features) if jit else features
+
+    def __call__(self, captions):
+        return self.run(ms.Tensor(self.tokenizer(captions)["input_ids"])).asnumpy()
+
+
+def image_reward(cfg, family):
+    """distill.image_reward as a FrameReward (HPSv2.1), its model frozen with its weights."""
+    from ..models.encoders import build_frozen
+    from ..models.rewards.hps import ImageTextScore, build_hps, max_size_matrices
+    from ..models.text.open_clip import OpenCLIPTokenizer
+    from ..objectives.rewards import IMAGE, FrameReward
+
+    r = cfg.distill.image_reward
+    clip = build_frozen(lambda: build_hps(r.model), r.model, r.path, 0, "reward model")
+    tokenizer_path = r.tokenizer or cfg.model.text_encoder.get("tokenizer")
+    if not tokenizer_path:
+        raise ValueError("distill.image_reward.tokenizer: set it to the OpenCLIP tokenizer.json (or its directory)")
+    # open_clip.tokenize: the tower's whole context (77 tokens at full size)
+    text = RewardText(clip, OpenCLIPTokenizer(tokenizer_path, clip.context_length), cfg.jit)
+    size = clip.visual.image_size
+    return FrameReward(IMAGE, ImageTextScore(clip), text, lambda h, w, rng: max_size_matrices(h, w, size),
+                       family.latent, r.scale, r.frames, r.samples)
+
+
+def distillation_objective(family, cfg, rank: int = 0) -> ConsistencyDistillation:
+    """The family's diffusion schedule distilled as cfg.distill says, CFG over its text fields, with
+    the reward terms this rank computes (their decoder the family's VAE)."""
     d, base = cfg.distill, family.objective
     if family.unguided_denoise is None:
         raise ValueError(f"distill.enabled: model {cfg.model.name} embeds no guidance scale (model.time_cond_proj_dim)")
+    rewards = [image_reward(cfg, family)] if d.image_reward.model and on_rank(d.image_reward.ranks, rank) else []
+    decoder = None
+    if rewards:
+        from ..models.encoders import build_vae
+        from ..objectives.rewards import Decoder
+
+        decoder = Decoder(build_vae(cfg.model.vae, 0), cfg.model.vae.frames_per_call)
     return ConsistencyDistillation(base.tables.alphas_cumprod, d.solver_steps, d.skip, d.w_min, d.w_max, d.huber_c,
-                                   d.timestep_scaling, [f for f in TEXT_FIELDS if f in family.fields], base)
+                                   d.timestep_scaling, [f for f in TEXT_FIELDS if f in family.fields], base,
+                                   rewards, decoder, 1.0 if on_rank(d.ranks, rank) else 0.0)
 
 
 class Distillation:
@@ -44,10 +91,11 @@ class Distillation:
         self.ema_target = cfg.distill.target == "ema"
         self._teacher, self._target = wrap(self._teacher_step), wrap(self._target_prediction)
         if mesh.is_main:
-            log.info("consistency distillation: %d solver steps (skip %d), w ~ U[%g, %g], teacher %s, target %s",
-                     len(obj.solver.timesteps), obj.skip, obj.w_min, obj.w_max,
+            log.info("consistency distillation: %d solver steps (skip %d), w ~ U[%g, %g], teacher %s, target %s; "
+                     "rank 0: consistency x%g, rewards %s", len(obj.solver.timesteps), obj.skip, obj.w_min, obj.w_max,
                      "the base (adapters off)" if self.lora else "a frozen copy of model.pretrained",
-                     f"EMA {cfg.schedule.ema_decay:g}" if self.ema_target else "the online student")
+                     f"EMA {cfg.schedule.ema_decay:g}" if self.ema_target else "the online student",
+                     obj.distill_weight, [f"{r.kind} x{r.scale:g} on {r.frames} frames" for r in obj.rewards] or "none")
 
     def _teacher_step(self, batch):
         return self.teacher_cell(batch)

@@ -66,4 +66,6 @@ def named_inputs(family, batch: dict, encoders=None) -> dict:
         batch = encoders(batch)
     if family.prepare is not None:
         batch.update(family.prepare(batch))
+    if hasattr(family.objective, "prepare"):  # e.g. a distillation's reward text features
+        batch.update(family.objective.prepare(batch))
     return family.model_inputs(batch)

@@ -68,7 +68,7 @@ class Trainer:
         if cfg.dpo.enabled:  # a preference stage on the family's flow matching
             family.objective = FlowDPO(family.objective, cfg.dpo.beta)
         if cfg.distill.enabled:  # a consistency student of the family's diffusion model
-            family.objective = distillation_objective(family, cfg)
+            family.objective = distillation_objective(family, cfg, self.mesh.rank)
         net = family.net
         self.resume_from = self._checkpoint_to_resume()
         reader = ckpt_io.CheckpointReader(self.resume_from) if self.resume_from else None

@@ -23,7 +23,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 HPS_CONFIGS = {
     "hpsv2.1": dict(text="open-clip-vit-h-14", vision="vit-h-14", embed_dim=1024),
-    "tiny": dict(text="tiny", vision="tiny", embed_dim=32),
+    "hpsv2.1-tiny": dict(text="tiny", vision="tiny", embed_dim=32),  # tests and CPU runs: the same code
 }
 
 
