@@ -39,6 +39,7 @@ def converted(cw, target, preset, ckpt, tmp_path, **kw):
     ("opensora_stdit", "opensora_v1_0_stdit_xl2_16x256x256.txt"),
     ("opensora_stdit2", "opensora_v1_1_stdit2_xl2.txt"),
     ("sd_vae", "sd_vae_ft_ema_diffusers.txt"),
+    ("hpsv2", "hpsv2_1_vit_h14.txt"),
 ])
 def test_expected_tables_are_the_official_layouts(cw, target, layout):
     expected, derived = cw.model_layout(target)
@@ -198,6 +199,15 @@ def test_videocrafter2_ckpt_holds_the_unet_and_the_text_tower(cw, tmp_path):
         assert summary["tensors"] == len(state), target
         for name, value in state.items():
             np.testing.assert_array_equal(got[name], value, err_msg=f"{target} {name}")
+
+
+def test_hps_reward_out_of_its_state_dict_container(cw, tmp_path):
+    """HPS_v2.1_compressed.pt: the whole open_clip CLIP (both towers) under 'state_dict'."""
+    state = random_state(declared(cw, "hpsv2", "hpsv2.1-tiny"), 10)
+    summary, got = converted(cw, "hpsv2", "hpsv2.1-tiny", {f"state_dict.{n}": a for n, a in state.items()}, tmp_path)
+    assert summary["tensors"] == len(state) and any(n.startswith("visual.") for n in state)
+    for name, value in state.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
 
 
 def test_modelscope_unet_and_its_sd2_text_encoder_from_the_diffusers_folder(cw, tmp_path):

@@ -164,3 +164,13 @@ def from_schema(schema, schema_name: str, build: str, default: str):
         return resolve(build)(cfg).net
 
     return make, lambda: [default, *model_presets(schema_name)]
+
+
+# ---- T2V-Turbo's reward models ----------------------------------------------------------------
+
+HPS = WeightsAdapter(
+    "hpsv2", lazy("vgen.models.rewards.hps:build_hps"),
+    official_first("hpsv2.1", lazy("vgen.models.rewards.hps:config_names")),
+    unwrap=keep_under(("state_dict.", "")),  # hpsv2 loads checkpoint["state_dict"]
+    about="HPSv2.1 HPS_v2.1_compressed.pt (an open_clip ViT-H-14 CLIP state dict under 'state_dict'; "
+          "T2V-Turbo's image reward, distill.image_reward)")

@@ -60,3 +60,7 @@ class ImageTextScore(nn.Cell):
         dtype = self.clip.visual.proj.dtype
         image = unit(self.clip.visual(x.astype(dtype)).astype(ms.float32))
         return (image * text_features).sum(-1)
+
+
+def config_names():
+    return sorted(HPS_CONFIGS)
