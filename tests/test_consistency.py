@@ -14,6 +14,9 @@ from vgen.models.videocrafter.unet import build_vc2_unet
 from vgen.objectives.consistency import ConsistencyDistillation, boundary_scalings, ema_update
 from vgen.objectives.iddpm import scaled_linear_betas
 from vgen.rng import sample_rngs
+from vgen.runtime import setup_device
+
+setup_device("auto")  # before any kernel runs (a Trainer later in the process sets it too)
 
 AC = np.cumprod(1.0 - scaled_linear_betas(1000))
 STREAMS = ["timestep", "noise", "guidance"]

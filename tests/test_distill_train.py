@@ -153,3 +153,19 @@ def test_image_reward_term_is_minus_the_scaled_mean_hps_score(tmp_path, drawn, c
     params = [p for _, p in named_params(family.net) if p.requires_grad]
     grads = ms.grad(lambda b: reward_only(b).mean(), grad_position=None, weights=params)(inputs)
     assert sum(float(np.abs(g.asnumpy()).sum()) for g in grads) > 0
+
+
+def test_each_rank_computes_the_terms_it_is_given(clip_tokenizer):
+    """The official split: the consistency term on distill.ranks, each reward on its own ranks
+    (every rank when a list is empty); the gradients are then averaged over all ranks."""
+    from vgen.models.registry import build_family
+    from vgen.train.distill import distillation_objective
+
+    reward = ["distill.image_reward.model=hpsv2.1-tiny", f"distill.image_reward.tokenizer={clip_tokenizer}"]
+    split = compose([*BASE, *reward, "parallel.workers=2", "distill.ranks=[0]", "distill.image_reward.ranks=[1]"])
+    everywhere = compose([*BASE, *reward, "parallel.workers=2"])
+    for cfg, want in ((split, {0: (1.0, 0), 1: (0.0, 1)}), (everywhere, {0: (1.0, 1), 1: (1.0, 1)})):
+        for rank, (weight, rewards) in want.items():
+            obj = distillation_objective(build_family(cfg.model), cfg, rank)
+            assert (obj.distill_weight, len(obj.rewards)) == (weight, rewards)
+            assert ("image_reward_text" in obj.fields) == bool(rewards) and ("reward" in obj.streams) == bool(rewards)

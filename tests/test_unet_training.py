@@ -38,22 +38,36 @@ def test_zero3_with_recompute_equals_one_process(tmp_path):
     rank) against one process with the same global batch of 2: losses, norms, weights, EMA, moments,
     from 'pretrained' weights whose zero-initialised layers are drawn too. ModelScope trains
     T2V-Turbo's LoRA (every Linear and Conv adapted, lora_diffusion style) on its frozen base,
-    from drawn adapters (model.lora.pretrained)."""
+    from drawn adapters (model.lora.pretrained); a VideoCrafter2 student is distilled with the
+    image reward on every sample and frame of the micro-batch (so that one process scoring both
+    samples equals two ranks scoring one each), the teacher and target running on the sharded net."""
     from distributed import assert_same_run, assert_same_weights_but_rare_elements, drawn_pretrained, run_scenarios
+    from tiny_tokenizers import write_clip_tokenizer
+    from vgen.data.synthetic import CAPTION_WORDS
     from vgen.train.trainer import Trainer
 
     scenarios = []
-    lora = {"ms": ["model.lora.rank=4", "model.lora.style=lora_diffusion",
-                   f"model.lora.pretrained={tmp_path / 'ms_adapters.safetensors'}"]}
-    for name, model in FAMILIES.items():
-        overrides = [*BASE, *model, *lora.get(name, ())]
+    adapters = ["model.lora.rank=4", "model.lora.style=lora_diffusion"]
+    tokenizer = write_clip_tokenizer(tmp_path / "clip_tokenizer.json", CAPTION_WORDS)
+    runs = {"vc2": FAMILIES["vc2"], "ms": [*FAMILIES["ms"], *adapters],
+            "vc2_distill": [*FAMILIES["vc2"], *adapters, "model.time_cond_proj_dim=16", "distill.enabled=true",
+                            "data.text_dropout=0", "distill.image_reward.model=hpsv2.1-tiny",
+                            f"distill.image_reward.tokenizer={tokenizer}", "distill.image_reward.frames=2"]}
+    for name, model in runs.items():
+        lora = f"model.lora.pretrained={tmp_path / f'{name}_adapters.safetensors'}"
+        overrides = [*BASE, *model, *([lora] if adapters[0] in model else [])]
         pretrained = drawn_pretrained(overrides, tmp_path / f"{name}.safetensors",
-                                      adapters=tmp_path / f"{name}_adapters.safetensors" if name in lora else None)
+                                      adapters=tmp_path / f"{name}_adapters.safetensors" if adapters[0] in model else None)
         base = [*overrides, "schedule.max_steps=2", "schedule.ema_decay=0.9", f"model.pretrained={pretrained}"]
-        Trainer(compose([*base, "schedule.batch_size=2"]), tmp_path / "single" / name).setup().run()
-        scenarios.append({"name": name, "overrides": [*base, "schedule.batch_size=1", "parallel.recompute=all"],
-                          "zero": 3})
+        scored = [] if "distill" not in name else ["distill.image_reward.samples={}"]  # the whole micro-batch
+        Trainer(compose([*base, "schedule.batch_size=2", *(o.format(2) for o in scored)]),
+                tmp_path / "single" / name).setup().run()
+        scenarios.append({"name": name, "overrides": [*base, "schedule.batch_size=1", "parallel.recompute=all",
+                                                      *(o.format(1) for o in scored)], "zero": 3})
     run_scenarios(tmp_path / "two", 2, scenarios)
-    for name in FAMILIES:
+    for name in runs:
         assert_same_run(tmp_path / "two" / name, tmp_path / "single" / name, steps=range(1, 3))
-        assert_same_weights_but_rare_elements(tmp_path / "two" / name, tmp_path / "single" / name)
+        # the student's adapters: the moments agree to 1e-4 everywhere; Adam's division by sqrt(v) moves
+        # 38 of 130,016 adapter elements (measured) by up to half a step
+        rare = 5e-4 if "distill" in name else 1e-4
+        assert_same_weights_but_rare_elements(tmp_path / "two" / name, tmp_path / "single" / name, rare=rare)

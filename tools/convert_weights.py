@@ -371,10 +371,13 @@ def convert(family: str, src: Path, out: Path, *, allow_pickle: bool = False, dt
             array = source.read(ours[name])
             return spec.reshape(name, array, want[name]) if spec.reshape else array
 
-        def shape_of(name):
+        def shape_of(name):  # the shape `read` will give (a reshape may also resample, e.g. a frame table)
             shape = source.shape(ours[name])
-            if spec.reshape and name in want and int(np.prod(shape)) == int(np.prod(want[name])):
-                return tuple(spec.reshape(name, np.empty(shape, np.uint8), want[name]).shape)
+            if spec.reshape and name in want and tuple(shape) != tuple(want[name]):
+                try:
+                    return tuple(spec.reshape(name, np.empty(shape, np.uint8), want[name]).shape)
+                except ValueError:  # it cannot: the mismatch is reported
+                    return shape
             return shape
 
         found = {name: shape_of(name) for name in ours}

@@ -47,6 +47,7 @@ class VAEConfig:
 
 LORA_STYLES = ("peft", "lora_diffusion")
 IMAGE_REWARDS = ("hpsv2.1", "hpsv2.1-tiny")  # distill.image_reward.model (vgen/models/rewards/hps.py)
+VIDEO_REWARDS = ("internvideo2-s2", "internvideo2-s2-tiny")  # distill.video_reward.model (rewards/internvideo2.py)
 
 
 @dataclass

@@ -155,7 +155,8 @@ class DPOConfig:
 class RewardConfig:
     """One reward term of a distillation stage (objectives/rewards.py); off while `model` is empty."""
 
-    model: str = ""  # image: hpsv2.1 | hpsv2.1-tiny (tests, CPU runs: seeded weights)
+    # image: hpsv2.1 | hpsv2.1-tiny; video: internvideo2-s2 | internvideo2-s2-tiny (tiny: tests, CPU runs, seeded)
+    model: str = ""
     path: Optional[str] = None  # its weights, converted to safetensors (tools/convert_weights.py)
     tokenizer: Optional[str] = None  # its tokenizer files; default: model.text_encoder.tokenizer
     scale: float = 1.0  # the term is -scale * mean reward
@@ -182,6 +183,8 @@ class DistillConfig:
     target: str = "online"
     ranks: List[int] = field(default_factory=list)  # the ranks whose loss has the consistency term; []: all
     image_reward: RewardConfig = field(default_factory=RewardConfig)  # T2V-Turbo: HPSv2.1, x1.0, 5 frames of 1 sample
+    # T2V-Turbo: InternVideo2-S2 (internvideo2-s2, its tokenizer bert-large-uncased's vocab.txt), x2.0, 8 frames
+    video_reward: RewardConfig = field(default_factory=lambda: RewardConfig(scale=2.0, frames=8))
 
 
 @dataclass

@@ -5,7 +5,7 @@ from typing import Dict, List
 
 from omegaconf import DictConfig
 
-from .models import DDIM_TIMESTEPS, IDDPM_SAMPLERS, IMAGE_REWARDS, LORA_STYLES
+from .models import DDIM_TIMESTEPS, IDDPM_SAMPLERS, IMAGE_REWARDS, LORA_STYLES, VIDEO_REWARDS
 
 
 class ConfigError(ValueError):
@@ -150,11 +150,17 @@ def check_distill(cfg: DictConfig, err) -> None:
             "(or train adapters with model.lora.rank > 0, the teacher then being their base)")
     if cfg.get("dpo") is not None and cfg.dpo.enabled:
         err("distill.enabled with dpo.enabled: one objective per stage; run them as separate stages")
+    if cfg.data.get("holdout", 0):
+        err("data.holdout with distill.enabled: the distillation loss needs the teacher's step, which validation "
+            "does not run; leave data.holdout=0 (validation videos with sample.method=lcm work)")
     workers = cfg.parallel.workers
     bad = [r for r in o.ranks if not 0 <= r < workers]
     if bad:
         err(f"distill.ranks={list(o.ranks)}: ranks {bad} are not in [0, parallel.workers={workers})")
     check_reward(o.image_reward, "distill.image_reward", IMAGE_REWARDS, workers, err)
+    check_reward(o.video_reward, "distill.video_reward", VIDEO_REWARDS, workers, err)
+    if o.video_reward.model and not o.video_reward.tokenizer:
+        err("distill.video_reward.tokenizer: InternVideo2 reads bert-large-uncased's vocab.txt (or its directory)")
 
 
 def check_reward(r, key: str, models, workers: int, err) -> None:
@@ -172,9 +178,6 @@ def check_reward(r, key: str, models, workers: int, err) -> None:
     bad = [k for k in r.ranks if not 0 <= k < workers]
     if bad:
         err(f"{key}.ranks={list(r.ranks)}: ranks {bad} are not in [0, parallel.workers={workers})")
-    if cfg.data.get("holdout", 0):
-        err("data.holdout with distill.enabled: the distillation loss needs the teacher's step, which validation "
-            "does not run; leave data.holdout=0 (validation videos with sample.method=lcm work)")
 
 
 SAMPLE_METHODS = ("default", *IDDPM_SAMPLERS)

@@ -174,3 +174,13 @@ HPS = WeightsAdapter(
     unwrap=keep_under(("state_dict.", "")),  # hpsv2 loads checkpoint["state_dict"]
     about="HPSv2.1 HPS_v2.1_compressed.pt (an open_clip ViT-H-14 CLIP state dict under 'state_dict'; "
           "T2V-Turbo's image reward, distill.image_reward)")
+
+IV2 = WeightsAdapter(
+    "internvideo2", lazy("vgen.models.rewards.internvideo2:build_internvideo2"),
+    official_first("internvideo2-s2", lazy("vgen.models.rewards.internvideo2:config_names")),
+    unwrap=lazy("vgen.models.rewards.internvideo2:checkpoint_names"),
+    rename=lazy("vgen.models.rewards.internvideo2:checkpoint_rename"),
+    reshape=lazy("vgen.models.rewards.internvideo2:checkpoint_reshape"),
+    about="InternVideo2-stage2_1b-224p-f4.pt (its 'module' dict: the video tower, BERT as text_encoder.bert.*, the "
+          "projections; the 4-frame pos_embed interpolated to the model's frames; heads the score never runs dropped; "
+          "T2V-Turbo's video reward, distill.video_reward)")

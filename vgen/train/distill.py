@@ -30,16 +30,17 @@ def on_rank(ranks, rank: int) -> bool:
 class RewardText:
     """Captions -> the reward model's unit text features [B, D] (numpy), one compiled call."""
 
-    def __init__(self, clip, tokenizer, jit: bool):
+    def __init__(self, model, tokenizer, jit: bool):
         self.tokenizer = tokenizer
 
-        def features(ids):
-            return clip.text_features(ids)
+        def features(ids, mask):
+            return model.text_features(ids, mask)
 
         self.run = ms.jit(features) if jit else features
 
     def __call__(self, captions):
-        return self.run(ms.Tensor(self.tokenizer(captions)["input_ids"])).asnumpy()
+        tokens = self.tokenizer(captions)
+        return self.run(ms.Tensor(tokens["input_ids"]), ms.Tensor(tokens["attention_mask"])).asnumpy()
 
 
 def image_reward(cfg, family):
@@ -61,13 +62,31 @@ def image_reward(cfg, family):
                        family.latent, r.scale, r.frames, r.samples)
 
 
+def video_reward(cfg, family):
+    """distill.video_reward as a FrameReward (InternVideo2-S2 on `frames` frames), frozen with its weights."""
+    from ..models.encoders import build_frozen
+    from ..models.rewards.internvideo2 import (InternVideo2Tokenizer, VideoTextScore, build_internvideo2,
+                                               min_size_crop_matrices)
+    from ..objectives.rewards import VIDEO, FrameReward
+
+    r = cfg.distill.video_reward
+    if not r.tokenizer:
+        raise ValueError("distill.video_reward.tokenizer: set it to bert-large-uncased's vocab.txt (or its directory)")
+    model = build_frozen(lambda: build_internvideo2(r.model, r.frames), r.model, r.path, 0, "reward model")
+    text = RewardText(model, InternVideo2Tokenizer(r.tokenizer, model.max_length), cfg.jit)
+    size = model.vision_encoder.image_size
+    return FrameReward(VIDEO, VideoTextScore(model), text, lambda h, w, rng: min_size_crop_matrices(h, w, size, rng),
+                       family.latent, r.scale, r.frames)
+
+
 def distillation_objective(family, cfg, rank: int = 0) -> ConsistencyDistillation:
     """The family's diffusion schedule distilled as cfg.distill says, CFG over its text fields, with
     the reward terms this rank computes (their decoder the family's VAE)."""
     d, base = cfg.distill, family.objective
     if family.unguided_denoise is None:
         raise ValueError(f"distill.enabled: model {cfg.model.name} embeds no guidance scale (model.time_cond_proj_dim)")
-    rewards = [image_reward(cfg, family)] if d.image_reward.model and on_rank(d.image_reward.ranks, rank) else []
+    rewards = [build(cfg, family) for r, build in ((d.image_reward, image_reward), (d.video_reward, video_reward))
+               if r.model and on_rank(r.ranks, rank)]
     decoder = None
     if rewards:
         from ..models.encoders import build_vae
@@ -89,6 +108,9 @@ class Distillation:
         self.target_cell = obj.target_cell(family.net, family.denoise)
         self.net, self.buckets, self.sync = family.net, buckets, sync
         self.ema_target = cfg.distill.target == "ema"
+        # a rank that only scores rewards needs neither call, unless the forward communicates (ZeRO-3
+        # gathers, SP seams): then every rank runs both so that the collectives match
+        self.skip = obj.distill_weight == 0 and sync.zero_stage < 3 and mesh.sp == 1
         self._teacher, self._target = wrap(self._teacher_step), wrap(self._target_prediction)
         if mesh.is_main:
             log.info("consistency distillation: %d solver steps (skip %d), w ~ U[%g, %g], teacher %s, target %s; "
@@ -115,6 +137,9 @@ class Distillation:
                 b.write_params("master", self.sync.gather)
 
     def __call__(self, inputs: dict) -> dict:
+        if self.skip:  # the consistency term is weighted 0 here: any values do
+            zeros = ms.ops.zeros_like(inputs["latent"])
+            return {**inputs, "x_prev": zeros, "target": zeros}
         # each graph is only ever compiled and run in its own setting of the adapters
         with adapters_disabled(self.net) if self.lora else nullcontext():
             x_prev = self._teacher(ms.mutable(inputs))

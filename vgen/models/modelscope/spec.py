@@ -3,7 +3,7 @@ declared family: schema, checks, blocks, LoRA targets, its frozen text encoder (
 CLIP text model: OpenCLIP ViT-H/14's text tower in transformers' names, 23 layers, 77 tokens) and
 VAE (the SD AutoencoderKL, frame by frame, latents x 0.18215), and the diffusers folder's converters."""
 from ...config.validate import check_unet
-from ..adapters import CLIP_TEXT, HPS, SD_VAE, from_schema
+from ..adapters import CLIP_TEXT, HPS, IV2, SD_VAE, from_schema
 from ..family import STATES, FamilySpec, TextEncoderSpec, WeightsAdapter, lazy
 from ..opensora.spec import VAES as SD_VAES
 from .config import MSConfig
@@ -39,5 +39,5 @@ FAMILY = FamilySpec(
                                                        "ms"),
                             about="text-to-video-ms-1.7b unet/diffusion_pytorch_model.safetensors (bare diffusers "
                                   "names; T2V-Turbo's student with preset ms_turbo)"),
-             CLIP_TEXT, SD_VAE, HPS),
+             CLIP_TEXT, SD_VAE, HPS, IV2),
 )

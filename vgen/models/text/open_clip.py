@@ -161,10 +161,10 @@ class OpenCLIPTextEncoder(nn.Cell):
         bias = causal_key_bias(ops.ones((1, n), ms.float32), n)  # future keys only, as build_attention_mask
         return self.ln_final(self.transformer(x, bias, self.num_blocks)).astype(ms.float32)
 
-    def text_features(self, input_ids):
+    def text_features(self, input_ids, attention_mask=None):
         """CLIP's encode_text(normalize=True) [B, embed_dim]: the end-of-text token's state (the
-        highest id, as text.argmax finds it) through text_projection, unit length. Use with
-        layer="last" (every block)."""
+        highest id, as text.argmax finds it) through text_projection, unit length (the mask is not
+        read: the causal mask alone applies). Use with layer="last" (every block)."""
         x = self.construct(input_ids)
         eot = ops.argmax(input_ids, -1)
         pooled = ops.gather_elements(x, 1, eot.reshape(-1, 1, 1).broadcast_to((x.shape[0], 1, x.shape[2])))[:, 0]

@@ -2,7 +2,7 @@
 schema, checks, blocks, LoRA targets, its frozen text encoder (OpenCLIP ViT-H/14, penultimate
 layer, 77 tokens) and VAE (the SD AutoencoderKL, frame by frame, latents x 0.18215)."""
 from ...config.validate import check_unet
-from ..adapters import HPS, SD_VAE, from_schema, keep_under
+from ..adapters import HPS, IV2, SD_VAE, from_schema, keep_under
 from ..family import STATES, FamilySpec, TextEncoderSpec, WeightsAdapter, lazy, official_first
 from ..opensora.spec import VAES as SD_VAES
 from .config import VC2Config
@@ -47,5 +47,5 @@ FAMILY = FamilySpec(
                                                     "transformer.", "token_embedding.", "ln_final.")),
                             about="OpenCLIP ViT-H/14 text tower: VideoCrafter2's cond_stage_model.model.* or an "
                                   "open_clip CLIP state dict (its visual.* dropped)"),
-             SD_VAE, HPS),
+             SD_VAE, HPS, IV2),
 )
