@@ -210,6 +210,31 @@ def test_hps_reward_out_of_its_state_dict_container(cw, tmp_path):
         np.testing.assert_array_equal(got[name], value, err_msg=name)
 
 
+def test_internvideo2_out_of_its_module_dict(cw, tmp_path):
+    """InternVideo2-stage2_1b-224p-f4.pt as setup_internvideo2 reads it: torch.load(...)["module"] with
+    the video tower, BERT under text_encoder.bert., the projections, a 4-frame pos_embed, and heads
+    the score never runs (dropped)."""
+    from vgen.models.rewards.internvideo2 import checkpoint_reshape
+
+    state = random_state(declared(cw, "internvideo2", "internvideo2-s2-tiny"), 11)  # 8 frames
+    pos8 = state["vision_encoder.pos_embed"]
+    tokens = (pos8.shape[1] - 1) // 8
+    pos4 = np.random.default_rng(12).standard_normal((1, 1 + 4 * tokens, pos8.shape[2])).astype(np.float32)
+    ckpt = {f"module.{n.replace('text_encoder.', 'text_encoder.bert.', 1)}": a for n, a in state.items()}
+    ckpt["module.vision_encoder.pos_embed"] = pos4
+    unused = ["temp", "itm_head.weight", "text_encoder.cls.predictions.bias", "text_encoder.bert.embeddings.position_ids",
+              "vision_encoder.img_pos_embed", "vision_encoder.clip_pos_embed", "vision_encoder.clip_decoder.0.head.weight",
+              "vision_encoder.final_clip_decoder.norm.bias", "text_encoder.bert.encoder.layer.19.crossattention.self.key.weight"]
+    ckpt.update({f"module.{n}": np.ones(3, np.float32) for n in unused})
+    summary, got = converted(cw, "internvideo2", "internvideo2-s2-tiny", ckpt, tmp_path)
+    assert summary["tensors"] == len(state)
+    np.testing.assert_allclose(got["vision_encoder.pos_embed"],
+                               checkpoint_reshape("vision_encoder.pos_embed", pos4, pos8.shape), rtol=1e-6)
+    for name, value in state.items():
+        if name != "vision_encoder.pos_embed":
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
 def test_modelscope_unet_and_its_sd2_text_encoder_from_the_diffusers_folder(cw, tmp_path):
     """unet/diffusion_pytorch_model.safetensors (bare diffusers names) and text_encoder/ (a
     CLIPTextModel: text_model.*, position_ids dropped) with preset clip-vit-h-14-sd2's code."""

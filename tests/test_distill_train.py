@@ -169,3 +169,47 @@ def test_each_rank_computes_the_terms_it_is_given(clip_tokenizer):
             obj = distillation_objective(build_family(cfg.model), cfg, rank)
             assert (obj.distill_weight, len(obj.rewards)) == (weight, rewards)
             assert ("image_reward_text" in obj.fields) == bool(rewards) and ("reward" in obj.streams) == bool(rewards)
+
+
+@pytest.fixture(scope="module")
+def bert_vocab(tmp_path_factory):
+    from vgen.data.synthetic import CAPTION_WORDS
+
+    folder = tmp_path_factory.mktemp("iv2_vocab")
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *CAPTION_WORDS]) + "\n")
+    return str(folder)
+
+
+def test_video_reward_term_scores_strided_frames_of_every_sample(tmp_path, bert_vocab):
+    """distill.video_reward: -scale * the mean InternVideo2 score of every sample's clip of `frames`
+    frames at stride t // frames from the drawn start, decoded by the VAE, with the drawn crop."""
+    from mindspore import Tensor
+
+    from vgen.models.encoders import build_vae
+    from vgen.models.rewards.internvideo2 import VideoTextScore
+    from vgen.objectives.consistency import ConsistencyLoss, _at
+    from vgen.train.trainer import Trainer
+
+    overrides = [*BASE, "model.input_size=[4,8,8]", "distill.video_reward.model=internvideo2-s2-tiny",
+                 f"distill.video_reward.tokenizer={bert_vocab}", "distill.video_reward.frames=2",
+                 "distill.video_reward.scale=2.0"]
+    trainer = Trainer(compose(overrides), tmp_path).setup()
+    family, obj = trainer.family, trainer.family.objective
+    micro = trainer.data.batches.build(0).micro[0]
+    inputs = trainer._inputs(micro)
+    with_reward = family.make_loss_cell()(inputs).asnumpy()
+    plain = ConsistencyLoss(family.net, obj.alphas_cumprod, family.denoise, obj.huber_c)
+    without = plain(inputs).asnumpy()
+
+    samples, frames = (inputs[f"video_reward_{k}"].asnumpy() for k in ("samples", "frames"))
+    assert list(samples) == [0, 1] and len(frames) == 2 and frames[1] - frames[0] == 2 and frames[0] in (0, 1)
+    x0, s = inputs["latent"], inputs["t_start"]
+    x_s = _at(plain.sqrt_a, s, 5) * x0 + _at(plain.sqrt_1ma, s, 5) * inputs["noise"]
+    pred = plain.consistency(x_s, s, inputs, inputs["c_skip_start"], inputs["c_out_start"]).asnumpy()
+    z = pred[:, :, frames] / family.latent.scale + family.latent.shift
+    video = build_vae(compose(overrides).model.vae, 0).decode_video(Tensor(z.astype(np.float32))).asnumpy()
+    reward = obj.rewards[0]
+    text = reward.text_features(list(micro.batch["caption"]))
+    score = VideoTextScore(reward.score.model)(Tensor(video.transpose(0, 2, 1, 3, 4)), Tensor(text),
+                                               inputs["video_reward_rows"], inputs["video_reward_cols"]).asnumpy()
+    np.testing.assert_allclose(with_reward - without, -2.0 * score.mean(), rtol=1e-4, atol=1e-6)
