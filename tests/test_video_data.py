@@ -366,6 +366,15 @@ def test_sampler_is_deterministic_per_seed_and_epoch():
     assert a.epoch_of(n0 - 1) == 0 and a.epoch_of(n0) == 1
 
 
+def test_epochs_start_where_the_previous_plans_end():
+    """schedule.epochs: the step count is the sum of the epochs' plan lengths (they differ: the
+    keep-probability draws and the remainders change per epoch)."""
+    s = _toy_sampler()
+    lengths = [len(s.plan(e)) for e in range(3)]
+    assert s.first_step_of(0) == 0 and s.first_step_of(3) == sum(lengths)
+    assert s.epoch_of(s.first_step_of(2)) == 2 and s.epoch_of(s.first_step_of(2) - 1) == 1
+
+
 def test_ranks_share_the_bucket_and_never_a_sample():
     s = _toy_sampler(dp=2, accum=2)
     plan = s.plan(0)

@@ -34,6 +34,7 @@ class LRSchedule(Enum):
 @dataclass
 class ScheduleConfig:
     max_steps: int = 1000
+    epochs: Optional[int] = None  # train this many passes over the data instead: max_steps follows from it
     lr: float = 1e-4
     min_lr: float = 0.0  # floor of the cosine schedule
     warmup_steps: int = 0

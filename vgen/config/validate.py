@@ -244,6 +244,8 @@ def validate(cfg: DictConfig) -> None:
     for key in ("max_steps", "batch_size", "grad_accum", "log_every", "ckpt_every", "keep_last"):
         positive("schedule", key, s[key])
     positive("schedule", "lr", s.lr)
+    if s.get("epochs") is not None:
+        positive("schedule", "epochs", s.epochs)
     for key in ("min_lr", "warmup_steps", "weight_decay", "grad_clip", "eps"):
         positive("schedule", key, s[key], allow_zero=True)
     if s.min_lr > s.lr:

@@ -370,6 +370,18 @@ class BucketSampler:
     def epoch_of(self, step: int) -> int:
         return self.locate(step)[0]
 
+    def first_step_of(self, epoch: int) -> int:
+        """The step that starts `epoch` (epochs differ in length: their plans are built up to it)."""
+        with self._lock:
+            earlier = [e for e in self._epoch_start if e <= epoch]
+            if not earlier:  # resumed past it
+                return min(self._epoch_start.values())
+            known = max(earlier)
+            while known < epoch:
+                self._epoch_start.setdefault(known + 1, self._epoch_start[known] + len(self._plan(known)))
+                known += 1
+            return self._epoch_start[epoch]
+
     def _batch(self, step: int):
         epoch, k = self.locate(step)
         plan = self.plan(epoch)

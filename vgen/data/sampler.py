@@ -43,6 +43,9 @@ class GlobalBatchSampler:
     def epoch_of(self, step: int) -> int:
         return step // self.steps_per_epoch
 
+    def first_step_of(self, epoch: int) -> int:
+        return epoch * self.steps_per_epoch
+
     def global_batch_of(self, step: int) -> int:
         return self.global_batch
 

@@ -33,14 +33,13 @@ def find_checkpoint(path: str):
     from ..train import checkpoint as ckpt_io
 
     p = Path(path)
-    if (p / ckpt_io.STATE_FILE).is_file():
-        run = p.parent.parent if p.parent.name == "checkpoints" else None
-        return p, run
-    latest = ckpt_io.find_latest(p / "checkpoints")
-    if latest is None:
+    ckpt = ckpt_io.checkpoint_of(p)
+    if ckpt is None:
         raise ConfigError(f"sample.checkpoint={path}: neither a checkpoint directory (with {ckpt_io.STATE_FILE}) "
                           "nor a run directory with complete checkpoints under checkpoints/")
-    return latest, p
+    if ckpt == p:
+        return p, (p.parent.parent if p.parent.name == "checkpoints" else None)
+    return ckpt, p
 
 
 def with_run_model(cfg, run: Optional[Path]):

@@ -76,6 +76,13 @@ def find_latest(root: Path) -> Optional[Path]:
     return dirs[0] if dirs else None
 
 
+def checkpoint_of(path) -> Optional[Path]:
+    """The checkpoint `path` names: a checkpoint directory itself, else the newest complete one of a
+    run directory (None if neither)."""
+    p = Path(path)
+    return p if (p / STATE_FILE).is_file() else find_latest(p / "checkpoints")
+
+
 class CheckpointWriter:
     """Writes step_<n>/ atomically, by one rank or by every rank (sharded states).
 

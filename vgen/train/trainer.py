@@ -112,6 +112,10 @@ class Trainer:
                                  cfg.precision.loss_scale_window, cfg.precision.loss_scale_factor,
                                  cfg.precision.min_loss_scale)
         self.data = DataPipeline(cfg, family, self.mesh.dp, self.mesh.dp_rank)
+        if s.get("epochs"):  # passes over the data: the step count follows from the sampler's epochs
+            s.max_steps = self.data.sampler.first_step_of(s.epochs)
+            if self.mesh.is_main:
+                log.info("schedule.epochs=%d: %d steps", s.epochs, s.max_steps)
         self.start_step = 0
         if reader is not None:
             self._restore(reader)
