@@ -27,6 +27,16 @@ def on_rank(ranks, rank: int) -> bool:
     return not ranks or rank in ranks
 
 
+def reward_model(build, r, key: str):
+    """A reward's frozen model with its weights (distill.<key>.path; tiny models start from their seed)."""
+    from ..models.encoders import build_frozen
+
+    if not r.path and not r.model.endswith("-tiny"):
+        raise ValueError(f"distill.{key}.path: {r.model} needs its weights, the official file converted with "
+                         f"tools/convert_weights.py")
+    return build_frozen(build, r.model, r.path, 0, "reward model")
+
+
 class RewardText:
     """Captions -> the reward model's unit text features [B, D] (numpy), one compiled call."""
 
@@ -45,13 +55,12 @@ class RewardText:
 
 def image_reward(cfg, family):
     """distill.image_reward as a FrameReward (HPSv2.1), its model frozen with its weights."""
-    from ..models.encoders import build_frozen
     from ..models.rewards.hps import ImageTextScore, build_hps, max_size_matrices
     from ..models.text.open_clip import OpenCLIPTokenizer
     from ..objectives.rewards import IMAGE, FrameReward
 
     r = cfg.distill.image_reward
-    clip = build_frozen(lambda: build_hps(r.model), r.model, r.path, 0, "reward model")
+    clip = reward_model(lambda: build_hps(r.model), r, "image_reward")
     tokenizer_path = r.tokenizer or cfg.model.text_encoder.get("tokenizer")
     if not tokenizer_path:
         raise ValueError("distill.image_reward.tokenizer: set it to the OpenCLIP tokenizer.json (or its directory)")
@@ -64,7 +73,6 @@ def image_reward(cfg, family):
 
 def video_reward(cfg, family):
     """distill.video_reward as a FrameReward (InternVideo2-S2 on `frames` frames), frozen with its weights."""
-    from ..models.encoders import build_frozen
     from ..models.rewards.internvideo2 import (InternVideo2Tokenizer, VideoTextScore, build_internvideo2,
                                                min_size_crop_matrices)
     from ..objectives.rewards import VIDEO, FrameReward
@@ -72,7 +80,7 @@ def video_reward(cfg, family):
     r = cfg.distill.video_reward
     if not r.tokenizer:
         raise ValueError("distill.video_reward.tokenizer: set it to bert-large-uncased's vocab.txt (or its directory)")
-    model = build_frozen(lambda: build_internvideo2(r.model, r.frames), r.model, r.path, 0, "reward model")
+    model = reward_model(lambda: build_internvideo2(r.model, r.frames), r, "video_reward")
     text = RewardText(model, InternVideo2Tokenizer(r.tokenizer, model.max_length), cfg.jit)
     size = model.vision_encoder.image_size
     return FrameReward(VIDEO, VideoTextScore(model), text, lambda h, w, rng: min_size_crop_matrices(h, w, size, rng),
