@@ -86,6 +86,24 @@ def clip_tokenizer(tmp_path_factory):
     return str(write_clip_tokenizer(tmp_path_factory.mktemp("hps_tok") / "tokenizer.json", CAPTION_WORDS))
 
 
+def reward_term(overrides, run_dir):
+    """(trainer, micro-batch, loss inputs, the loss with the rewards minus the loss without, the
+    student's prediction f(x_s, s)) at the first step of a distillation run with rewards."""
+    from vgen.objectives.consistency import ConsistencyLoss, _at
+    from vgen.train.trainer import Trainer
+
+    trainer = Trainer(compose(overrides), run_dir).setup()
+    family, obj = trainer.family, trainer.family.objective
+    micro = trainer.data.batches.build(0).micro[0]
+    inputs = trainer._inputs(micro)
+    plain = ConsistencyLoss(family.net, obj.alphas_cumprod, family.denoise, obj.huber_c)
+    term = family.make_loss_cell()(inputs).asnumpy() - plain(inputs).asnumpy()
+    x0, s = inputs["latent"], inputs["t_start"]
+    x_s = _at(plain.sqrt_a, s, 5) * x0 + _at(plain.sqrt_1ma, s, 5) * inputs["noise"]
+    pred = plain.consistency(x_s, s, inputs, inputs["c_skip_start"], inputs["c_out_start"]).asnumpy()
+    return trainer, micro, inputs, term, pred
+
+
 def test_image_reward_term_is_minus_the_scaled_mean_hps_score(tmp_path, drawn, clip_tokenizer):
     """The loss with distill.image_reward minus the loss without it is -scale * the mean HPS score of
     the chosen frames of the chosen sample of f(x_s, s), decoded by the VAE (built on its own here);
@@ -96,26 +114,15 @@ def test_image_reward_term_is_minus_the_scaled_mean_hps_score(tmp_path, drawn, c
     from vgen.models.encoders import build_vae
     from vgen.models.layers.init import named_params
     from vgen.models.rewards.hps import ImageTextScore
-    from vgen.objectives.consistency import ConsistencyLoss, _at
-    from vgen.train.trainer import Trainer
 
     overrides = [*BASE, *drawn, "distill.image_reward.model=hpsv2.1-tiny", f"distill.image_reward.tokenizer={clip_tokenizer}",
                  "distill.image_reward.frames=2", "distill.image_reward.scale=3.0"]
-    trainer = Trainer(compose(overrides), tmp_path).setup()
+    trainer, micro, inputs, term, pred = reward_term(overrides, tmp_path)
     family, obj = trainer.family, trainer.family.objective
-    micro = trainer.data.batches.build(0).micro[0]
-    inputs = trainer._inputs(micro)
-    with_reward = family.make_loss_cell()(inputs).asnumpy()
-    plain = ConsistencyLoss(family.net, obj.alphas_cumprod, family.denoise, obj.huber_c)
-    without = plain(inputs).asnumpy()
-
     samples, frames = (inputs[f"image_reward_{k}"].asnumpy() for k in ("samples", "frames"))
     assert len(samples) == 1 and len(frames) == 2 and len(set(frames)) == 2 and frames.max() < 2
     again = trainer.data.batches.build(0).micro[0].batch  # the same draws for the same step
     assert np.array_equal(again["image_reward_frames"], frames) and np.array_equal(again["image_reward_samples"], samples)
-    x0, s = inputs["latent"], inputs["t_start"]
-    x_s = _at(plain.sqrt_a, s, 5) * x0 + _at(plain.sqrt_1ma, s, 5) * inputs["noise"]
-    pred = plain.consistency(x_s, s, inputs, inputs["c_skip_start"], inputs["c_out_start"]).asnumpy()
     spec = family.latent
     z = pred[samples][:, :, frames] / spec.scale + spec.shift
     video = build_vae(compose(overrides).model.vae, 0).decode_video(Tensor(z.astype(np.float32))).asnumpy()
@@ -124,7 +131,7 @@ def test_image_reward_term_is_minus_the_scaled_mean_hps_score(tmp_path, drawn, c
     text = reward.text_features([micro.batch["caption"][i] for i in samples for _ in frames])
     score = ImageTextScore(reward.score.clip)(Tensor(images), Tensor(text), inputs["image_reward_rows"],
                                               inputs["image_reward_cols"]).asnumpy()
-    np.testing.assert_allclose(with_reward - without, -3.0 * score.mean(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(term, -3.0 * score.mean(), rtol=1e-4, atol=1e-6)
 
     obj.distill_weight = 0.0  # the reward term alone: its gradient reaches the adapters
     reward_only = family.make_loss_cell()
@@ -165,32 +172,21 @@ def test_video_reward_term_scores_strided_frames_of_every_sample(tmp_path, bert_
 
     from vgen.models.encoders import build_vae
     from vgen.models.rewards.internvideo2 import VideoTextScore
-    from vgen.objectives.consistency import ConsistencyLoss, _at
-    from vgen.train.trainer import Trainer
 
     overrides = [*BASE, "model.input_size=[4,8,8]", "distill.video_reward.model=internvideo2-s2-tiny",
                  f"distill.video_reward.tokenizer={bert_vocab}", "distill.video_reward.frames=2",
                  "distill.video_reward.scale=2.0"]
-    trainer = Trainer(compose(overrides), tmp_path).setup()
+    trainer, micro, inputs, term, pred = reward_term(overrides, tmp_path)
     family, obj = trainer.family, trainer.family.objective
-    micro = trainer.data.batches.build(0).micro[0]
-    inputs = trainer._inputs(micro)
-    with_reward = family.make_loss_cell()(inputs).asnumpy()
-    plain = ConsistencyLoss(family.net, obj.alphas_cumprod, family.denoise, obj.huber_c)
-    without = plain(inputs).asnumpy()
-
     samples, frames = (inputs[f"video_reward_{k}"].asnumpy() for k in ("samples", "frames"))
     assert list(samples) == [0, 1] and len(frames) == 2 and frames[1] - frames[0] == 2 and frames[0] in (0, 1)
-    x0, s = inputs["latent"], inputs["t_start"]
-    x_s = _at(plain.sqrt_a, s, 5) * x0 + _at(plain.sqrt_1ma, s, 5) * inputs["noise"]
-    pred = plain.consistency(x_s, s, inputs, inputs["c_skip_start"], inputs["c_out_start"]).asnumpy()
     z = pred[:, :, frames] / family.latent.scale + family.latent.shift
     video = build_vae(compose(overrides).model.vae, 0).decode_video(Tensor(z.astype(np.float32))).asnumpy()
     reward = obj.rewards[0]
     text = reward.text_features(list(micro.batch["caption"]))
     score = VideoTextScore(reward.score.model)(Tensor(video.transpose(0, 2, 1, 3, 4)), Tensor(text),
                                                inputs["video_reward_rows"], inputs["video_reward_cols"]).asnumpy()
-    np.testing.assert_allclose(with_reward - without, -2.0 * score.mean(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(term, -2.0 * score.mean(), rtol=1e-4, atol=1e-6)
 
 
 SYNTHETIC = {"kind": "synthetic", "skip_bad": False, "text_dropout": 0.0, "prefetch": 2, "num_samples": 8,

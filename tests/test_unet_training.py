@@ -46,7 +46,7 @@ def test_zero3_with_recompute_equals_one_process(tmp_path):
     from vgen.data.synthetic import CAPTION_WORDS
     from vgen.train.trainer import Trainer
 
-    scenarios = []
+    scenarios, bases = [], {}
     adapters = ["model.lora.rank=4", "model.lora.style=lora_diffusion"]
     tokenizer = write_clip_tokenizer(tmp_path / "clip_tokenizer.json", CAPTION_WORDS)
     runs = {"vc2": FAMILIES["vc2"], "ms": [*FAMILIES["ms"], *adapters],
@@ -58,13 +58,21 @@ def test_zero3_with_recompute_equals_one_process(tmp_path):
         overrides = [*BASE, *model, *([lora] if adapters[0] in model else [])]
         pretrained = drawn_pretrained(overrides, tmp_path / f"{name}.safetensors",
                                       adapters=tmp_path / f"{name}_adapters.safetensors" if adapters[0] in model else None)
-        base = [*overrides, "schedule.max_steps=2", "schedule.ema_decay=0.9", f"model.pretrained={pretrained}"]
+        base = bases[name] = [*overrides, "schedule.max_steps=2", "schedule.ema_decay=0.9",
+                              f"model.pretrained={pretrained}"]
         scored = [] if "distill" not in name else ["distill.image_reward.samples={}"]  # the whole micro-batch
         Trainer(compose([*base, "schedule.batch_size=2", *(o.format(2) for o in scored)]),
                 tmp_path / "single" / name).setup().run()
         scenarios.append({"name": name, "overrides": [*base, "schedule.batch_size=1", "parallel.recompute=all",
                                                       *(o.format(1) for o in scored)], "zero": 3})
+    # the official split on plain data parallelism: rank 0 the consistency term, rank 1 the reward
+    # alone (it skips the teacher and the target, which communicate nothing here)
+    split = [*bases["vc2_distill"], "schedule.batch_size=1", "schedule.max_steps=1", "distill.ranks=[0]",
+             "distill.image_reward.ranks=[1]", "distill.image_reward.samples=1"]
+    scenarios.append({"name": "vc2_distill_split", "overrides": split, "zero": 0})
     run_scenarios(tmp_path / "two", 2, scenarios)
+    split_loss = read_metrics(tmp_path / "two" / "vc2_distill_split")[0]["loss"]
+    assert np.isfinite(split_loss) and split_loss != read_metrics(tmp_path / "two" / "vc2_distill")[0]["loss"]
     for name in runs:
         assert_same_run(tmp_path / "two" / name, tmp_path / "single" / name, steps=range(1, 3))
         # the student's adapters: the moments agree to 1e-4 everywhere; Adam's division by sqrt(v) moves

@@ -61,8 +61,9 @@ class LoRAConfig:
     # peft (down kaiming-uniform, dropout on the input) | lora_diffusion (T2V-Turbo's: down
     # N(0, 1/r), dropout on the update, none on Conv3d); see vgen/models/lora.py
     style: str = "peft"
-    # safetensors of the adapters (our names) to start from, e.g. a released LoRA converted by
-    # tools/convert_lora.py; a resumed checkpoint's adapters take precedence
+    # the adapters to start from: a safetensors of them (our names), e.g. a released LoRA converted by
+    # tools/convert_lora.py, or a LoRA run / checkpoint directory (a previous stage); a resumed
+    # checkpoint's adapters take precedence
     pretrained: Optional[str] = None
 
 

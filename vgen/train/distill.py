@@ -11,12 +11,13 @@ calls add the student's loss inputs to the batch:
 
 Both run on the parallelized net, so ZeRO-3 gathers and SP seams apply to them as to the student."""
 import logging
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import mindspore as ms
 
 from ..models.lora import adapters_disabled
 from ..objectives.consistency import ConsistencyDistillation
+from .flat_params import weights_held
 from .reference import frozen_copy
 
 log = logging.getLogger("vgen")
@@ -116,9 +117,10 @@ class Distillation:
         self.target_cell = obj.target_cell(family.net, family.denoise)
         self.net, self.buckets, self.sync = family.net, buckets, sync
         self.ema_target = cfg.distill.target == "ema"
-        # a rank that only scores rewards needs neither call, unless the forward communicates (ZeRO-3
-        # gathers, SP seams): then every rank runs both so that the collectives match
-        self.skip = obj.distill_weight == 0 and sync.zero_stage < 3 and mesh.sp == 1
+        # a rank that only scores rewards needs neither call, unless they communicate (ZeRO-3 gathers, SP
+        # seams, the EMA's gather under ZeRO-1/2): then every rank runs both so that the collectives match
+        communicates = sync.zero_stage == 3 or mesh.sp > 1 or (self.ema_target and sync.shards > 1)
+        self.skip = obj.distill_weight == 0 and not communicates
         self._teacher, self._target = wrap(self._teacher_step), wrap(self._target_prediction)
         if mesh.is_main:
             log.info("consistency distillation: %d solver steps (skip %d), w ~ U[%g, %g], teacher %s, target %s; "
@@ -133,17 +135,6 @@ class Distillation:
     def _target_prediction(self, batch):
         return self.target_cell(batch)
 
-    @contextmanager
-    def _target_weights(self):
-        """The net holds the EMA weights inside the block, its masters after."""
-        for b in self.buckets:
-            b.write_params("ema", self.sync.gather)
-        try:
-            yield
-        finally:
-            for b in self.buckets:
-                b.write_params("master", self.sync.gather)
-
     def __call__(self, inputs: dict) -> dict:
         if self.skip:  # the consistency term is weighted 0 here: any values do
             zeros = ms.ops.zeros_like(inputs["latent"])
@@ -152,6 +143,6 @@ class Distillation:
         with adapters_disabled(self.net) if self.lora else nullcontext():
             x_prev = self._teacher(ms.mutable(inputs))
         inputs = {**inputs, "x_prev": x_prev}
-        with self._target_weights() if self.ema_target else nullcontext():
+        with weights_held(self.buckets, "ema", self.sync.gather) if self.ema_target else nullcontext():
             target = self._target(ms.mutable(inputs))
         return {**inputs, "target": target}

@@ -17,6 +17,7 @@ Two kinds of bucket: `replicated` parameters are whole on every rank (ZeRO 0-2, 
 parameters model code reads directly under ZeRO-3); `sharded` parameters hold only their local
 segment (ZeRO-3), their gradients arrive already summed over ranks (the gather's backward).
 Checkpoints are written per parameter name, so they do not depend on bucketing or sharding."""
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
@@ -161,3 +162,15 @@ def make_buckets(named: Sequence[Tuple[str, Parameter]], block_params: Sequence[
     groups = head + groups
     return [Bucket(i, [n for n, _ in g], [p for _, p in g], [decay_fn(n, len(shapes[n])) for n, _ in g],
                    shapes=shapes, sharded=sh, **kw) for i, (g, sh) in enumerate(groups)]
+
+
+@contextmanager
+def weights_held(buckets: Sequence[Bucket], which: str, gather=None):
+    """Inside the block the parameters hold `which` (e.g. the EMA), the master weights after."""
+    for b in buckets:
+        b.write_params(which, gather)
+    try:
+        yield
+    finally:
+        for b in buckets:
+            b.write_params("master", gather)

@@ -10,10 +10,11 @@ back after):
 import gc
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 
 from ..runtime import memory_gb
+from .flat_params import weights_held
 
 log = logging.getLogger("vgen")
 
@@ -39,18 +40,9 @@ class Validation:
 
             self.heldout = HeldOutLoss(cfg, family, data, mesh, sync)
 
-    @contextmanager
     def _weights(self):
         """The net holds the EMA weights inside the block (when the run keeps one), its masters after."""
-        if self.use_ema:
-            for b in self.buckets:
-                b.write_params("ema", self.sync.gather)
-        try:
-            yield
-        finally:
-            if self.use_ema:
-                for b in self.buckets:
-                    b.write_params("master", self.sync.gather)
+        return weights_held(self.buckets, "ema", self.sync.gather) if self.use_ema else nullcontext()
 
     def __call__(self, step: int, run_dir: Path, metrics=None) -> dict:
         """Scores the held-out samples and draws, decodes and writes the videos of `step`; returns
