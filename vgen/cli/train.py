@@ -5,6 +5,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from ..config.preflight import preflight
 from ..config.store import register_configs
 from .common import CONF_PATH, freeze, launch_workers, prepare, setup_logging, user_errors
 
@@ -14,6 +15,7 @@ def _main(cfg: DictConfig) -> None:
     setup_logging()
     with user_errors():
         plain = prepare(cfg)
+        preflight(plain)  # every input set and readable, before any worker starts or any model is built
         run_dir = Path(plain.run_dir)
         config = freeze(plain, run_dir)
         from ..parallel.launch import in_msrun
