@@ -130,6 +130,17 @@ def test_center_crop_keeps_the_middle(clips):
     assert np.all(rgb[0, 8:20] < 40) and np.all(rgb[2, 8:20] < 40)
 
 
+def test_known_metadata_opens_the_clip_once(clips, monkeypatch):
+    """With the record's (height, width, fps) the header is not read: the file is opened once, at
+    the size it is decoded to, and the frames are the same."""
+    import vgen.data.video as video
+
+    want = read_clip(clips["index"], 5, stride=2, start=3, size=(32, 32))
+    monkeypatch.setattr(video, "video_info", lambda path: (_ for _ in ()).throw(AssertionError("probed")))
+    got = read_clip(clips["index"], 5, stride=2, start=3, size=(32, 32), known=(48, 64, 24.0))
+    np.testing.assert_array_equal(got, want)
+
+
 def test_narrow_width_fallback_decodes_the_frames(clips):
     clip = read_clip(clips["narrow"], 4, stride=3, start=1)
     assert clip.shape == (4, 3, 80, 48)

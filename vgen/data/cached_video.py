@@ -247,8 +247,11 @@ class VideoDataset:
 
         rec = self.records[index]
         stride = None if self.target_fps is not None else self.frame_stride
+        # what the record knows spares reading the file's header (decord decodes a frame for it)
+        known = (rec.height, rec.width, rec.fps) if rec.height and rec.width and (rec.fps or stride) else None
         try:
-            clip = read_clip(rec.path, frames, stride=stride, target_fps=self.target_fps, start=rng, size=(h, w))
+            clip = read_clip(rec.path, frames, stride=stride, target_fps=self.target_fps, start=rng, size=(h, w),
+                             known=known)
         except DataError as e:
             raise DataError(f"{self.describe(index)}: {e}") from e
         return np.ascontiguousarray(clip.transpose(1, 0, 2, 3))

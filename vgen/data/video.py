@@ -157,15 +157,17 @@ def _read_image(path: str, num_frames: int, size) -> np.ndarray:
 
 
 def read_clip(path: str, num_frames: int, stride: Optional[int] = None, target_fps: Optional[float] = None,
-              start=None, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+              start=None, size: Optional[Tuple[int, int]] = None, known=None) -> np.ndarray:
     """float32 [num_frames, 3, h, w] in [-1, 1] (size=None keeps the native size).
 
     Frames: every `stride`-th frame (default 1), or the stride derived from the video's fps when
     `target_fps` is given, from `start` (None: the first frame; int; or a Generator for a random
-    start). Raises DataError naming the file when it is missing, unreadable or too short."""
+    start). `known`: (height, width, fps) the caller already has (CSV columns or a probe): the file
+    is then opened once, at the size it is decoded to. Raises DataError naming the file when it is
+    missing, unreadable or too short."""
     if is_image(path):
         return _read_image(path, num_frames, size)
-    _, h, w, fps = video_info(path)  # decord's own frame count is checked below
+    h, w, fps = known if known is not None else video_info(path)[1:]  # decord's frame count is checked below
     step = resolve_stride(fps, stride, target_fps, path)
     if size is None:
         sh, sw, top, left = h, w, 0, 0
