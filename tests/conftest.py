@@ -29,7 +29,7 @@ def compose(overrides=()):
 def cli(*args, env=None, timeout=600, check=False):
     """Runs a vgen console script (by module) in a fresh process."""
     module = {"vgen-train": "vgen.cli.train", "vgen-inspect": "vgen.cli.inspect_model",
-              "vgen-cache": "vgen.cli.cache", "vgen-sample": "vgen.cli.sample"}[args[0]]
+              "vgen-cache": "vgen.cli.cache", "vgen-sample": "vgen.cli.sample", "vgen-plan": "vgen.cli.plan"}[args[0]]
     full_env = {**os.environ, **(env or {})}
     r = subprocess.run([sys.executable, "-m", module, *args[1:]], capture_output=True, text=True, timeout=timeout,
                        env=full_env, cwd=str(REPO))

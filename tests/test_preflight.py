@@ -1,6 +1,6 @@
 """Preflight (vgen/config/preflight.py): a training config whose inputs are unset or unreadable ends
 vgen-train in seconds with one message naming every key and its fix, before any worker starts or
-any model is built, and leaves no run directory behind."""
+any weight is allocated, with the memory plan and whether it fits, and leaves no run directory behind."""
 import time
 
 import pytest
@@ -17,7 +17,7 @@ def test_the_headline_command_without_data_ends_in_seconds_naming_what_is_missin
     out = r.stdout + r.stderr
     assert r.returncode == 2, out
     for key in ("data.csv_path is not set", "model.vae.path", "model.text_encoder.path", "model.text_encoder.tokenizer",
-                "model.text_encoder_2.path"):
+                "model.text_encoder_2.path", "memory plan per rank"):
         assert key in out, out
     assert "Traceback" not in out and not any(tmp_path.iterdir())  # nothing frozen, no worker started
     assert took < 60, took

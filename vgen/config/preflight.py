@@ -108,8 +108,33 @@ def check_rewards(cfg: dict, inputs: Inputs) -> None:
         inputs.need(f"distill.{key}.tokenizer", r.get("tokenizer") or default, "any", f"the {model} tokenizer")
 
 
-def preflight(config) -> None:
-    """Raise one ConfigError listing every input of this training config that is unset or unreadable."""
+def available_memory_gb() -> float:
+    """MemAvailable of this machine (0 where /proc/meminfo is missing)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:")) / 2 ** 20
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def memory_problems(cfg, plan, device: str) -> List[str]:
+    """On CPU the ranks of a node share its memory: their planned model states must fit in it."""
+    if device != "CPU":
+        return []
+    p = cfg.parallel
+    per_node = max(1, p.workers // max(1, p.nodes))
+    need, have = per_node * plan.total / 2 ** 30, available_memory_gb()
+    if not have or need <= have:
+        return []
+    return [f"the memory plan needs {need:.1f} GiB on this node ({per_node} worker(s) x {plan.total / 2 ** 30:.1f} GiB "
+            f"of model states, activations not included) and {have:.1f} GiB are available: train with ZeRO-3 over "
+            f"more workers (parallel.zero_stage=3), adapters (model.lora.rank), or a smaller model; vgen-plan "
+            f"prints the plan of any config"]
+
+
+def preflight(config, plan=None, device: str = "CPU") -> None:
+    """Raise one ConfigError listing every input of this training config that is unset or unreadable
+    and, given its memory plan, whether the plan fits (with the plan's lines)."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(config, resolve=False, throw_on_missing=False)  # MISSING stays "???"
@@ -125,6 +150,10 @@ def preflight(config) -> None:
     problems = inputs.problems
     named = {p.split(" ", 1)[0].split("=", 1)[0] for p in problems}
     problems += [f"{key} is not set (???): set {key}=<value>" for key in unset_keys(cfg) if key not in named]
+    if plan is not None:
+        problems += memory_problems(config, plan, device)
+    if problems and plan is not None:
+        problems.append("\n    ".join(plan.lines()))
     if problems:
         raise ConfigError(f"the run cannot start ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - "
                           + "\n  - ".join(problems))
