@@ -71,7 +71,7 @@ def run_worker(out: Path, steps: int):
 
     run = out / "run"
     run.mkdir(parents=True, exist_ok=True)
-    from vgen.parallel.memory_plan import plan_memory
+    from vgen.train.memory_plan import plan_memory
 
     planned = plan_memory(cfg, "CPU").model_states  # from shapes, before anything is allocated
     trainer = Trainer(cfg, run, build_mesh(rank, size, sp) if size > 1 else None).setup()

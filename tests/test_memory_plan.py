@@ -1,4 +1,4 @@
-"""The memory plan (vgen/parallel/memory_plan.py, vgen-plan, vgen-train's first lines) against the
+"""The memory plan (vgen.train.memory_plan.py, vgen-plan, vgen-train's first lines) against the
 bytes a built trainer holds, kind by kind, and for full-size models from shapes alone."""
 import tempfile
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import cli, compose
-from vgen.parallel.memory_plan import plan_memory
+from vgen.train.memory_plan import plan_memory
 
 
 def held_bytes(trainer) -> dict:

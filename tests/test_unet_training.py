@@ -50,7 +50,8 @@ def test_zero3_with_recompute_equals_one_process(tmp_path):
     adapters = ["model.lora.rank=4", "model.lora.style=lora_diffusion"]
     tokenizer = write_clip_tokenizer(tmp_path / "clip_tokenizer.json", CAPTION_WORDS)
     runs = {"vc2": FAMILIES["vc2"], "ms": [*FAMILIES["ms"], *adapters],
-            "vc2_distill": [*FAMILIES["vc2"], *adapters, "model.time_cond_proj_dim=16", "distill.enabled=true",
+            "vc2_distill": [*FAMILIES["vc2"], "model.model_channels=16", *adapters, "model.time_cond_proj_dim=16",
+                            "distill.enabled=true",
                             "data.text_dropout=0", "distill.image_reward.model=hpsv2.1-tiny",
                             f"distill.image_reward.tokenizer={tokenizer}", "distill.image_reward.frames=2"]}
     for name, model in runs.items():

@@ -25,7 +25,7 @@ def _main(cfg: DictConfig) -> None:
     setup_logging()
     with user_errors():
         plain = prepare(cfg)
-        from ..parallel.memory_plan import plan_memory
+        from ..train.memory_plan import plan_memory
 
         plan = plan_memory(plain, planned_device(plain))
         print("\n".join(plan.lines()))

@@ -20,7 +20,7 @@ def _main(cfg: DictConfig) -> None:
         plain = prepare(cfg)
         # before any worker starts or any weight is allocated: every input set and readable, and the
         # memory plan (from the declared model's shapes) printed and, on CPU, fitting the node
-        from ..parallel.memory_plan import plan_memory
+        from ..train.memory_plan import plan_memory
         from .plan import planned_device
 
         device = planned_device(plain)

@@ -1,7 +1,6 @@
 """Moving weights between a net and safetensors files under the official parameter names."""
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Dict, Iterable, Tuple
 
@@ -70,21 +69,9 @@ def open_pretrained(path: str, net: nn.Cell, init_only: Iterable[str] = (), skip
     return weights
 
 
-def open_adapters(path: str, shapes: Dict[str, Tuple[int, ...]]):
-    """model.lora.pretrained opened and checked: a file of exactly the net's adapters (`shapes`),
-    shape for shape (tools/convert_lora.py makes one from a released LoRA), or a LoRA run (its newest
-    checkpoint) or checkpoint directory, whose adapters start the next stage."""
-    if os.path.isdir(path):
-        from ..train.checkpoint import CheckpointReader, checkpoint_of
-
-        ckpt = checkpoint_of(path)
-        if ckpt is None:
-            raise WeightsError(f"model.lora.pretrained={path}: neither an adapters file nor a run or checkpoint "
-                               "directory with a complete checkpoint")
-        weights = CheckpointReader(ckpt).weights("model")
-        found = {n: s for n, s in weights.shapes.items() if n in shapes}  # it also holds the fixed buffers
-        check_layout(str(ckpt), *layout_problems(shapes, found), strict=True)
-        return weights
+def open_adapters(path: str, shapes: Dict[str, Tuple[int, ...]]) -> "SafetensorsWeights":
+    """model.lora.pretrained opened and checked: exactly the net's adapters (`shapes`), shape for
+    shape (tools/convert_lora.py makes such a file from a released LoRA)."""
     try:
         weights = SafetensorsWeights(path)
     except WeightsError as e:

@@ -57,9 +57,9 @@ def load_weights(cfg, family, mesh: Mesh, ckpt: Optional[Path], device: str) -> 
     """The declared family's weights in place, parallelized and in the compute dtype."""
     from ..models.layers.init import named_params
     from ..models.lora import adapt_family, adapter_names
-    from ..models.weights import check_layout, fill_parameters, layout_problems, open_adapters, open_pretrained
+    from ..models.weights import check_layout, fill_parameters, layout_problems, open_pretrained
     from ..parallel.plan import parallelize, sharded_names
-    from ..train.checkpoint import CheckpointReader
+    from ..train.checkpoint import CheckpointReader, open_adapters
     from ..train.precision import cast_model, resolve_precision
 
     policy = resolve_precision(cfg.precision.dtype, device, cfg.model.dtype_exempt)

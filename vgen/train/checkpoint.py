@@ -76,6 +76,24 @@ def find_latest(root: Path) -> Optional[Path]:
     return dirs[0] if dirs else None
 
 
+def open_adapters(path: str, shapes: Dict[str, tuple]):
+    """model.lora.pretrained: a file of exactly the net's adapters (models.weights.open_adapters), or
+    a LoRA run (its newest checkpoint) or checkpoint directory, whose adapters start the next stage."""
+    from ..models.weights import WeightsError, check_layout, layout_problems
+    from ..models.weights import open_adapters as open_file
+
+    if not Path(path).is_dir():
+        return open_file(path, shapes)
+    ckpt = checkpoint_of(path)
+    if ckpt is None:
+        raise WeightsError(f"model.lora.pretrained={path}: neither an adapters file nor a run or checkpoint "
+                           "directory with a complete checkpoint")
+    weights = CheckpointReader(ckpt).weights("model")
+    found = {n: s for n, s in weights.shapes.items() if n in shapes}  # it also holds the fixed buffers
+    check_layout(str(ckpt), *layout_problems(shapes, found), strict=True)
+    return weights
+
+
 def checkpoint_of(path) -> Optional[Path]:
     """The checkpoint `path` names: a checkpoint directory itself, else the newest complete one of a
     run directory (None if neither)."""

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from ..models.layers.init import named_params
 from ..models.lora import adapt_family, adapter_names
 from ..models.registry import build_family
-from ..models.weights import check_layout, fill_parameters, layout_problems, open_adapters, open_pretrained
+from ..models.weights import check_layout, fill_parameters, layout_problems, open_pretrained
 from ..objectives.dpo import FlowDPO
 from ..parallel.comm import barrier
 from ..parallel.mesh import Mesh
@@ -97,7 +97,7 @@ class Trainer:
         if cfg.model.pretrained and (reader is None or lora.rank > 0):
             sources.append(open_pretrained(cfg.model.pretrained, net, family.init_only, adapter_names(net)))
         if lora.rank > 0 and lora.pretrained and reader is None:
-            sources.append(open_adapters(lora.pretrained, {n: shapes[n] for n in adapter_names(net)}))
+            sources.append(ckpt_io.open_adapters(lora.pretrained, {n: shapes[n] for n in adapter_names(net)}))
         fill_parameters(net, cfg.seed, sources, sharded, self.mesh.size, self.mesh.rank)
         fixed = set(fixed)
         self.fixed = {n: q.asnumpy() for n, q in named_params(net) if n in fixed}

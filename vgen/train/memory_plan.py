@@ -91,9 +91,9 @@ def plan_memory(cfg, device: str = "Ascend") -> MemoryPlan:
     from ..models.layers.init import declare_only, is_buffer, named_params
     from ..models.lora import adapt_family
     from ..models.registry import build_family
-    from ..train.precision import resolve_precision
-    from .recompute import selected
-    from .zero import shard_size, shardable_names
+    from .precision import resolve_precision
+    from ..parallel.recompute import selected
+    from ..parallel.zero import shard_size, shardable_names
 
     p, s = cfg.parallel, cfg.schedule
     policy = resolve_precision(cfg.precision.dtype, device, cfg.model.get("dtype_exempt", ()))
