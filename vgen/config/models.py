@@ -46,6 +46,16 @@ class VAEConfig:
 
 
 LORA_STYLES = ("peft", "lora_diffusion")
+
+
+# model config keys of the text encoders, in order: the states encoder, then an optional pooled one
+TEXT_ENCODER_KEYS = ("text_encoder", "text_encoder_2")
+
+
+def seeded(name: str) -> bool:
+    """Tiny encoders and reward models (names ending in -tiny) start from their seed: no weights file."""
+    return str(name).endswith("-tiny")
+
 IMAGE_REWARDS = ("hpsv2.1", "hpsv2.1-tiny")  # distill.image_reward.model (vgen/models/rewards/hps.py)
 VIDEO_REWARDS = ("internvideo2-s2", "internvideo2-s2-tiny")  # distill.video_reward.model (rewards/internvideo2.py)
 

@@ -6,10 +6,10 @@ file system metadata."""
 import os
 from typing import List
 
+from .models import TEXT_ENCODER_KEYS, seeded
 from .validate import ConfigError
 
 UNSET = "???"  # OmegaConf's MISSING, as a plain config keeps it
-TEXT_ENCODER_KEYS = ("text_encoder", "text_encoder_2")
 
 
 def unset_keys(node: dict, prefix: str = "") -> List[str]:
@@ -48,18 +48,13 @@ class Inputs:
             self.need(key, value, kind, what)
 
 
-def tiny(name: str) -> bool:
-    """Tiny encoders start from their seed: they need no weights file."""
-    return str(name).endswith("-tiny") or str(name) == "tiny"
-
-
 def check_encoders(cfg: dict, inputs: Inputs) -> None:
     """The frozen encoders that run online: their weights (unless tiny) and tokenizers."""
     m, d = cfg["model"], cfg["data"]
     if d.get("kind") != "video":
         return
     vae = m.get("vae")
-    if vae is not None and d.get("latents", "online") == "online" and not tiny(vae["name"]):
+    if vae is not None and d.get("latents", "online") == "online" and not seeded(vae["name"]):
         inputs.need("model.vae.path", vae.get("path"), "any", f"the {vae['name']} weights that encode the clips online",
                     "convert them with tools/convert_weights.py, or cache the latents (vgen-cache latents, "
                     "data.latents=cache)")
@@ -69,7 +64,7 @@ def check_encoders(cfg: dict, inputs: Inputs) -> None:
         enc = m.get(key)
         if enc is None:
             continue
-        if not tiny(enc["name"]):
+        if not seeded(enc["name"]):
             inputs.need(f"model.{key}.path", enc.get("path"), "any", f"the {enc['name']} weights that encode the "
                         "captions online", "convert them with tools/convert_weights.py, or cache the text "
                         "(vgen-cache text, data.text=cache)")
@@ -101,7 +96,7 @@ def check_rewards(cfg: dict, inputs: Inputs) -> None:
         model = r.get("model")
         if not model:
             continue
-        if not tiny(model):
+        if not seeded(model):
             inputs.need(f"distill.{key}.path", r.get("path"), "any", f"the {model} weights",
                         "convert the official file with tools/convert_weights.py")
         default = (cfg["model"].get("text_encoder") or {}).get("tokenizer") if key == "image_reward" else None

@@ -154,9 +154,7 @@ def check_distill(cfg: DictConfig, err) -> None:
         err("data.holdout with distill.enabled: the distillation loss needs the teacher's step, which validation "
             "does not run; leave data.holdout=0 (validation videos with sample.method=lcm work)")
     workers = cfg.parallel.workers
-    bad = [r for r in o.ranks if not 0 <= r < workers]
-    if bad:
-        err(f"distill.ranks={list(o.ranks)}: ranks {bad} are not in [0, parallel.workers={workers})")
+    check_ranks("distill.ranks", o.ranks, workers, err)
     check_reward(o.image_reward, "distill.image_reward", IMAGE_REWARDS, workers, err)
     check_reward(o.video_reward, "distill.video_reward", VIDEO_REWARDS, workers, err)
 
@@ -171,9 +169,13 @@ def check_reward(r, key: str, models, workers: int, err) -> None:
     for name in ("frames", "samples"):
         if r[name] < 1:
             err(f"{key}.{name}={r[name]}: must be >= 1")
-    bad = [k for k in r.ranks if not 0 <= k < workers]
+    check_ranks(f"{key}.ranks", r.ranks, workers, err)
+
+
+def check_ranks(key: str, ranks, workers: int, err) -> None:
+    bad = [r for r in ranks if not 0 <= r < workers]
     if bad:
-        err(f"{key}.ranks={list(r.ranks)}: ranks {bad} are not in [0, parallel.workers={workers})")
+        err(f"{key}={list(ranks)}: ranks {bad} are not in [0, parallel.workers={workers})")
 
 
 SAMPLE_METHODS = ("default", *IDDPM_SAMPLERS)

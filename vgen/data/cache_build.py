@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..config.models import seeded
 from ..data.cached_video import (IMAGE_FPS, assignable_resolutions, cache_name, encodable_frames, is_image,
                                     make_buckets, read_video_records, segment_frames, strides_or_problems)
 from ..data.errors import DataError
@@ -49,7 +50,7 @@ def encoder_weights_id(enc_cfg, what: str, key: Optional[str] = None) -> str:
 
     key = key or what.replace(" ", "_")
     if not enc_cfg.path:
-        if not enc_cfg.name.endswith("-tiny"):
+        if not seeded(enc_cfg.name):
             raise WeightsError(f"{what} {enc_cfg.name} needs its weights: set model.{key}.path "
                                f"to the converted safetensors")
         return weights_id(None, enc_cfg.name, ENCODER_SEED)

@@ -25,14 +25,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from mindspore import Tensor, nn
 
+from ..config.models import TEXT_ENCODER_KEYS, seeded
 from .family import POOLED, PROMPT_STATES, STATES, TextEncoderSpec, VAESpec, resolve
 from .layers.init import declare_only, materialize
 from .weights import SafetensorsWeights, WeightsError, check_layout, fill_parameters, layout_problems, loadable
 
 log = logging.getLogger("vgen")
 VIDEO_TEMPLATE, IMAGE_TEMPLATE = "dit-llm-encode-video", "dit-llm-encode"
-# model config keys of the text encoders, in order: the states encoder, then an optional pooled one
-TEXT_ENCODER_KEYS = ("text_encoder", "text_encoder_2")
 
 
 def _collect(kind: str) -> dict:
@@ -103,7 +102,7 @@ def build_frozen(build: Callable[[], nn.Cell], name: str, path: Optional[str], s
         src = SafetensorsWeights(file)
         check_layout(file, *layout_problems(loadable(net), src.shapes), strict=True)
         fill_parameters(net, seed, [src])
-    elif not name.endswith("-tiny"):
+    elif not seeded(name):
         raise WeightsError(f"{what} {name} needs its weights: set its `path` to the converted safetensors")
     else:
         materialize(net, seed)

@@ -152,7 +152,8 @@ class ConsistencyDistillation:
         self.text_fields = tuple(text_fields)
         self.base = base  # the diffusion objective distilled: its sampler draws the student's videos (lcm)
         self.rewards, self.decoder, self.distill_weight = list(rewards), decoder, float(distill_weight)
-        self.streams = ("guidance",) + (("reward",) if self.rewards else ())  # besides timestep and noise
+        # drawn besides the timestep and noise streams
+        self.streams = tuple(dict.fromkeys(("guidance", *(s for r in self.rewards for s in r.streams))))
         self.fields = ("latent", "noise", "solver_index", "t_start", "t_end", "cfg_w", "c_skip_start", "c_out_start",
                        "c_skip_end", "c_out_end", *(f + "_uncond" for f in self.text_fields),
                        *(f for r in self.rewards for f in r.fields))

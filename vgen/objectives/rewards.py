@@ -34,7 +34,7 @@ class FrameReward:
             raise ValueError(f"reward kind {kind!r}: image or video")
         self.kind, self.score, self.text_features, self.matrices = kind, score, text_features, matrices
         self.latent_spec, self.scale, self.frames, self.samples = latent_spec, float(scale), int(frames), int(samples)
-        self.fields = tuple(f"{kind}_reward_{k}" for k in ("samples", "frames", "text", "rows", "cols"))
+        self.fields = tuple(self._key(k) for k in ("samples", "frames", "text", "rows", "cols"))
 
     def _key(self, name: str) -> str:
         return f"{self.kind}_reward_{name}"
@@ -68,18 +68,18 @@ class FrameReward:
         return {self._key("text"): np.asarray(self.text_features(list(batch["caption"])), np.float32)}
 
     def term(self, decoder) -> "FrameRewardTerm":
-        return FrameRewardTerm(self.kind, self.score, decoder, self.latent_spec.scale, self.latent_spec.shift,
-                               self.scale)
+        return FrameRewardTerm(self.kind, self.fields, self.score, decoder, self.latent_spec.scale,
+                               self.latent_spec.shift, self.scale)
 
 
 class FrameRewardTerm(nn.Cell):
-    """-scale * mean reward of the decoded chosen frames of `pred` [B, C, T, h, w] (model latents)."""
+    """-scale * mean reward of the decoded chosen frames of `pred` [B, C, T, h, w] (model latents);
+    `keys`: the batch fields of the samples, frames, text features and resize matrices."""
 
-    def __init__(self, kind: str, score, decoder, latent_scale: float, latent_shift: float, scale: float):
+    def __init__(self, kind: str, keys, score, decoder, latent_scale: float, latent_shift: float, scale: float):
         super().__init__()
-        self.kind, self.score, self.decoder = kind, score, decoder
+        self.kind, self.keys, self.score, self.decoder = kind, tuple(keys), score, decoder
         self.latent_scale, self.latent_shift, self.scale = float(latent_scale), float(latent_shift), float(scale)
-        self.keys = tuple(f"{kind}_reward_{k}" for k in ("samples", "frames", "text", "rows", "cols"))
 
     def construct(self, pred, batch):
         samples, frames, text, rows, cols = (batch[k] for k in self.keys)

@@ -30,9 +30,10 @@ def on_rank(ranks, rank: int) -> bool:
 
 def reward_model(build, r, key: str):
     """A reward's frozen model with its weights (distill.<key>.path; tiny models start from their seed)."""
+    from ..config.models import seeded
     from ..models.encoders import build_frozen
 
-    if not r.path and not r.model.endswith("-tiny"):
+    if not r.path and not seeded(r.model):
         raise ValueError(f"distill.{key}.path: {r.model} needs its weights, the official file converted with "
                          f"tools/convert_weights.py")
     return build_frozen(build, r.model, r.path, 0, "reward model")

@@ -58,6 +58,7 @@ def _numel(shape) -> int:
 
 def encoder_params(cfg) -> int:
     """Parameters of the frozen encoders this run builds besides the model (declared, not allocated)."""
+    from ..config.models import TEXT_ENCODER_KEYS
     from ..models.encoders import text_encoder_spec, vae_spec
     from ..models.layers.init import count_params, declare_only
 
@@ -67,8 +68,7 @@ def encoder_params(cfg) -> int:
         if d.get("latents", "online") == "online" and m.get("vae") is not None:
             builds.append(vae_spec(m.vae.name).build)
         if d.get("text", "online") == "online":
-            builds += [text_encoder_spec(m[key].name).build for key in ("text_encoder", "text_encoder_2")
-                       if m.get(key) is not None]
+            builds += [text_encoder_spec(m[key].name).build for key in TEXT_ENCODER_KEYS if m.get(key) is not None]
     distill = cfg.get("distill")
     if distill is not None and distill.enabled:
         from ..models.rewards.hps import build_hps
